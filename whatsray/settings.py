@@ -1,0 +1,175 @@
+"""One settings object for the whole platform, built once at the edge.
+
+Values come from the environment (prefix `WHATSRAY_`), a `.env` file, or keyword overrides. Secrets are
+`SecretStr` so they never show in reprs or logs. `load_settings()` turns pydantic's validation errors
+into one `SettingsError` whose message names each variable and what is wrong with it.
+
+Two modes share this object: `local` (a laptop: the emulator stands in for Meta, secrets are generated
+and kept in the data directory) and `cluster` (Meta's Cloud API: every WhatsApp secret is required).
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "WHATSRAY_"
+_GRAPH_VERSION = re.compile(r"^v\d{1,3}\.\d$")
+_RAY_GCS_PORT = 6379  # Ray's GCS listens here; the app's Redis must not.
+
+
+class SettingsError(ValueError):
+    """Settings are missing or malformed. The message lists every problem, one per line."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_file=".env", extra="ignore", frozen=True
+    )
+
+    mode: Literal["local", "cluster"] = "local"
+    data_dir: Path = Path("data")
+
+    # WhatsApp Cloud API (Meta: App Dashboard > WhatsApp > Configuration; Settings > Basic).
+    app_secret: SecretStr | None = None
+    verify_token: SecretStr | None = None
+    access_token: SecretStr | None = None
+    phone_number_ids: list[str] = Field(default_factory=list)
+    graph_api_base_url: str = "https://graph.facebook.com"
+    graph_api_version: str = "v25.0"
+    throughput_mps: int = Field(default=80, ge=1, le=1000)
+
+    # Admin REST API.
+    admin_token: SecretStr | None = None
+
+    # Inbox. None in local mode means "start the embedded Valkey".
+    redis_url: str | None = None
+
+    # Local mode: where the built-in emulator listens.
+    http_port: int = Field(default=8000, ge=1, le=65535)
+    emulator_port: int = Field(default=8025, ge=1, le=65535)
+
+    @field_validator("graph_api_version")
+    @classmethod
+    def _check_version(cls, value: str) -> str:
+        if not _GRAPH_VERSION.match(value):
+            raise ValueError(f"must look like 'v25.0', got {value!r}")
+        return value
+
+    @field_validator("graph_api_base_url")
+    @classmethod
+    def _check_base_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError(f"must be an http(s) URL, got {value!r}")
+        return value.rstrip("/")
+
+    @field_validator("phone_number_ids")
+    @classmethod
+    def _check_phone_number_ids(cls, value: list[str]) -> list[str]:
+        bad = [v for v in value if not v.isdigit()]
+        if bad:
+            raise ValueError(f"phone number ids are digits only (Meta's numeric id), got {bad}")
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _check_redis_url(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("redis", "rediss", "unix"):
+            raise ValueError(f"must start with redis://, rediss:// or unix://, got {value!r}")
+        if parts.scheme != "unix" and (parts.port or _RAY_GCS_PORT) == _RAY_GCS_PORT:
+            raise ValueError(
+                f"port {_RAY_GCS_PORT} is Ray's GCS port; run the app's Redis on another port"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _cluster_mode_needs_meta_credentials(self) -> Settings:
+        if self.mode != "cluster":
+            return self
+        required = {
+            "app_secret": self.app_secret,
+            "verify_token": self.verify_token,
+            "access_token": self.access_token,
+            "admin_token": self.admin_token,
+            "phone_number_ids": self.phone_number_ids or None,
+            "redis_url": self.redis_url,
+        }
+        missing = [ENV_PREFIX + name.upper() for name, value in required.items() if value is None]
+        if missing:
+            raise ValueError("cluster mode requires " + ", ".join(missing))
+        return self
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build and validate the settings; raise `SettingsError` with every problem spelled out."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        raise SettingsError(_describe(exc)) from None
+
+
+def _describe(exc: ValidationError) -> str:
+    lines = ["invalid whatsray settings:"]
+    for error in exc.errors():
+        location = [str(part) for part in error["loc"]]
+        name = ENV_PREFIX + location[0].upper() if location else "settings"
+        message = str(error["msg"]).removeprefix("Value error, ")
+        lines.append(f"  {name}: {message}")
+    return "\n".join(lines)
+
+
+class LocalSecrets:
+    """Secrets for local mode: generated once, kept in the data directory, never hard-coded.
+
+    A later start reads the same values back, so webhooks signed by a running emulator and tokens a
+    user copied keep working across restarts.
+    """
+
+    NAMES = ("app_secret", "verify_token", "access_token", "admin_token")
+
+    def __init__(self, data_dir: Path) -> None:
+        self.path = data_dir / "local-secrets.env"
+
+    def load_or_create(self) -> dict[str, str]:
+        values = self._read()
+        missing = [name for name in self.NAMES if name not in values]
+        if missing:
+            for name in missing:
+                values[name] = secrets.token_urlsafe(24)
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            body = "".join(f"{ENV_PREFIX}{n.upper()}={values[n]}\n" for n in self.NAMES)
+            self.path.write_text(body)
+            self.path.chmod(0o600)
+        return values
+
+    def _read(self) -> dict[str, str]:
+        if not self.path.exists():
+            return {}
+        values = {}
+        for line in self.path.read_text().splitlines():
+            key, sep, value = line.partition("=")
+            name = key.strip().removeprefix(ENV_PREFIX).lower()
+            if sep and name in self.NAMES and value.strip():
+                values[name] = value.strip()
+        return values
+
+
+def resolve_local_secrets(settings: Settings) -> Settings:
+    """Fill unset secrets of local mode from the data directory (generating them the first time)."""
+    if settings.mode != "local":
+        return settings
+    stored = LocalSecrets(settings.data_dir).load_or_create()
+    updates = {
+        name: SecretStr(stored[name]) for name in LocalSecrets.NAMES if getattr(settings, name) is None
+    }
+    return settings.model_copy(update=updates)
