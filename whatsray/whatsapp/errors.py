@@ -101,8 +101,8 @@ class UnknownMetaError(MetaApiError):
         status = kwargs.get("http_status")
         self._transient = bool(raw.get("is_transient")) or (status is not None and status >= 500)
 
-    @property  # type: ignore[override]
-    def is_transient(self) -> bool:  # the fallback decides per instance
+    @property
+    def is_transient(self) -> bool:  # type: ignore[override]  # decided per instance
         return self._transient
 
 
