@@ -482,6 +482,6 @@ def validate_send_body(body: dict[str, Any]) -> OutboundMessage:
     raises `MessageValidationError` with Meta's code and the path of the offending parameter.
     The emulator runs every body it receives through this, so both sides share the rules.
     """
-    from whatsray.whatsapp.message_parsing import parse_send_body  # it imports the models
+    from whatsray.whatsapp.send_body_parsing import parse_send_body  # it imports the models
 
     return parse_send_body(body)
