@@ -1,11 +1,12 @@
 """One settings object for the whole platform, built once at the edge.
 
-Values come from the environment (prefix `WHATSRAY_`), a `.env` file, or keyword overrides. Secrets are
-`SecretStr` so they never show in reprs or logs. `load_settings()` turns pydantic's validation errors
-into one `SettingsError` whose message names each variable and what is wrong with it.
+Values come from the environment (prefix `WHATSRAY_`), a `.env` file, or keyword overrides.
+Secrets are `SecretStr` so they never show in reprs or logs. `load_settings()` turns pydantic's
+validation errors into one `SettingsError` whose message names each variable and its problem.
 
-Two modes share this object: `local` (a laptop: the emulator stands in for Meta, secrets are generated
-and kept in the data directory) and `cluster` (Meta's Cloud API: every WhatsApp secret is required).
+Two modes share this object: `local` (a laptop: the emulator stands in for Meta, secrets are
+generated and kept in the data directory) and `cluster` (Meta's Cloud API: every WhatsApp secret
+is required).
 """
 
 from __future__ import annotations
@@ -170,6 +171,8 @@ def resolve_local_secrets(settings: Settings) -> Settings:
         return settings
     stored = LocalSecrets(settings.data_dir).load_or_create()
     updates = {
-        name: SecretStr(stored[name]) for name in LocalSecrets.NAMES if getattr(settings, name) is None
+        name: SecretStr(stored[name])
+        for name in LocalSecrets.NAMES
+        if getattr(settings, name) is None
     }
     return settings.model_copy(update=updates)

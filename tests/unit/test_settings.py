@@ -1,4 +1,4 @@
-"""Settings: env prefix, .env support, secrets masked, clear errors for missing or malformed values."""
+"""Settings: env prefix, .env support, masked secrets, clear errors for missing or bad values."""
 
 from __future__ import annotations
 
@@ -88,7 +88,11 @@ def test_cluster_mode_accepts_complete_settings() -> None:
     ("field", "value", "expected"),
     [
         ("graph_api_version", "25.0", "WHATSRAY_GRAPH_API_VERSION: must look like 'v25.0'"),
-        ("graph_api_base_url", "graph.facebook.com", "WHATSRAY_GRAPH_API_BASE_URL: must be an http"),
+        (
+            "graph_api_base_url",
+            "graph.facebook.com",
+            "WHATSRAY_GRAPH_API_BASE_URL: must be an http",
+        ),
         ("redis_url", "http://localhost:6380", "WHATSRAY_REDIS_URL: must start with redis://"),
         ("redis_url", "redis://localhost:6379/0", "WHATSRAY_REDIS_URL: port 6379 is Ray's GCS"),
         ("redis_url", "redis://localhost/0", "WHATSRAY_REDIS_URL: port 6379 is Ray's GCS"),
@@ -123,7 +127,7 @@ def test_local_secrets_are_generated_once_and_kept(tmp_path: Path) -> None:
         assert value is not None and len(value.get_secret_value()) >= 24
         assert value == getattr(second, name)
     assert first.app_secret != first.verify_token
-    stored = (tmp_path / "data" / "local-secrets.env")
+    stored = tmp_path / "data" / "local-secrets.env"
     assert stored.stat().st_mode & 0o077 == 0  # readable by the owner only
 
 
@@ -136,8 +140,14 @@ def test_explicit_secret_wins_over_stored_one(tmp_path: Path) -> None:
 
 def test_cluster_mode_never_generates_secrets(tmp_path: Path) -> None:
     settings = Settings(
-        mode="cluster", app_secret="a", verify_token="v", access_token="t", admin_token="x",
-        phone_number_ids=["1"], redis_url="redis://h:6380", data_dir=tmp_path,
+        mode="cluster",
+        app_secret="a",
+        verify_token="v",
+        access_token="t",
+        admin_token="x",
+        phone_number_ids=["1"],
+        redis_url="redis://h:6380",
+        data_dir=tmp_path,
     )
     assert resolve_local_secrets(settings) is settings
     assert not (tmp_path / "local-secrets.env").exists()

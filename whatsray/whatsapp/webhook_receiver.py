@@ -1,0 +1,55 @@
+"""A standalone webhook endpoint: Meta's handshake, signed POSTs, parsed events to a callback.
+
+It is what `whatsray local` runs in front of the emulator until the Ray pipeline takes the webhook
+over, and a handy tool on its own: point Meta (or the emulator) at it to see exactly what arrives.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
+
+from whatsray.whatsapp.events import Event
+from whatsray.whatsapp.signature import SIGNATURE_HEADER, verify_handshake
+from whatsray.whatsapp.webhook import WebhookRejected, accept_webhook, read_limited_body
+
+log = logging.getLogger(__name__)
+
+EventSink = Callable[[list[Event]], None]
+
+
+def create_webhook_receiver(
+    *, app_secret: str, verify_token: str, on_events: EventSink, path: str = "/webhook"
+) -> Starlette:
+    async def handshake(request: Request) -> Response:
+        challenge = verify_handshake(request.query_params, verify_token)
+        if challenge is None:
+            return PlainTextResponse("Forbidden", status_code=403)
+        # Plain text: a JSON-encoded challenge ("123" with quotes) fails Meta's verification.
+        return PlainTextResponse(challenge)
+
+    async def receive(request: Request) -> Response:
+        try:
+            body = await read_limited_body(request.stream(), request.headers.get("content-length"))
+            events = accept_webhook(app_secret, body, request.headers.get(SIGNATURE_HEADER))
+        except WebhookRejected as rejected:
+            log.warning("webhook rejected: %s", rejected)
+            return JSONResponse({"error": rejected.reason}, status_code=rejected.status)
+        on_events(events)
+        return PlainTextResponse("OK")
+
+    async def health(request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    return Starlette(
+        routes=[
+            Route(path, handshake, methods=["GET"]),
+            Route(path, receive, methods=["POST"]),
+            Route("/health", health, methods=["GET"]),
+        ]
+    )
