@@ -1,0 +1,5 @@
+import sys
+
+from whatsray.cli import main
+
+sys.exit(main())
