@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import signal
 import sys
 from collections.abc import Iterator
@@ -18,9 +17,9 @@ from typing import Any
 
 import uvicorn
 
+from whatsray.cli.webhook import print_events
 from whatsray.settings import Settings, SettingsError, load_settings, resolve_local_secrets
 from whatsray.whatsapp.emulator import EmulatorConfig, create_emulator_app
-from whatsray.whatsapp.events import Event
 from whatsray.whatsapp.webhook_receiver import create_webhook_receiver
 
 
@@ -68,7 +67,7 @@ async def _serve(settings: Settings) -> None:
     receiver = create_webhook_receiver(
         app_secret=_secret(settings, "app_secret"),
         verify_token=_secret(settings, "verify_token"),
-        on_events=_print_events,
+        on_events=print_events,
     )
     servers = [
         _QuietServer(uvicorn.Config(receiver, port=settings.http_port, log_level="warning")),
@@ -101,11 +100,6 @@ class _QuietServer(uvicorn.Server):
         yield
 
 
-def _print_events(events: list[Event]) -> None:
-    for event in events:
-        print("webhook  <- " + json.dumps(event.summary(), ensure_ascii=False), flush=True)
-
-
 def _print_banner(settings: Settings, emulator: EmulatorConfig, webhook_url: str) -> None:
     emulator_url = f"http://127.0.0.1:{settings.emulator_port}"
     number = emulator.phone_numbers[0]
@@ -118,7 +112,8 @@ def _print_banner(settings: Settings, emulator: EmulatorConfig, webhook_url: str
   access token      {_secret(settings, "access_token")}
   secrets kept in   {settings.data_dir / "local-secrets.env"}
 
-Act as a WhatsApp user (in another terminal):
+Chat as a WhatsApp user in the browser: {emulator_url}/emulator/console
+or from another terminal:
   curl -s {emulator_url}/emulator/inbound -H 'content-type: application/json' \\
     -d '{{"from": "15551234567", "message": {{"type": "text", "text": "hello"}}}}'
 Ctrl-C stops everything.

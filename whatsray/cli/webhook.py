@@ -1,19 +1,25 @@
-"""`whatsray webhook parse|sign`: look inside a webhook body, or sign one as Meta would.
+"""`whatsray webhook parse|sign|listen`: look inside webhook bodies, sign them, or receive them.
 
 whatsray webhook parse body.json        one JSON summary per event per line
 whatsray webhook parse - < body.json    the same, from stdin
 whatsray webhook sign --secret S body.json   the X-Hub-Signature-256 header value
+whatsray webhook listen --port 8000     serve /webhook: verify, parse and print every event
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
+import uvicorn
+
 from whatsray.whatsapp.errors import InvalidWebhookPayload
+from whatsray.whatsapp.events import Event
 from whatsray.whatsapp.parsing import parse_webhook
 from whatsray.whatsapp.signature import SIGNATURE_HEADER, sign
+from whatsray.whatsapp.webhook_receiver import create_webhook_receiver
 
 EXIT_OK = 0
 EXIT_BAD_INPUT = 2
@@ -48,6 +54,27 @@ def add_webhook_commands(
     sign_cmd.add_argument("--secret", required=True, help="the app secret (App Dashboard > Basic)")
     sign_cmd.add_argument("file", metavar="FILE", help="the raw webhook body, or - for stdin")
     sign_cmd.set_defaults(func=run_sign)
+
+    listen = commands.add_parser(
+        "listen",
+        help="serve a webhook endpoint that verifies, parses and prints every event",
+        description="Answer Meta's handshake and signed POSTs on PATH; print one line per event.",
+    )
+    listen.add_argument("--host", default="127.0.0.1", help="bind address (default: 127.0.0.1)")
+    listen.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
+    listen.add_argument("--path", default="/webhook", help="endpoint path (default: /webhook)")
+    listen.add_argument(
+        "--app-secret",
+        default=os.environ.get("WHATSRAY_APP_SECRET"),
+        help="verifies signatures (default: $WHATSRAY_APP_SECRET)",
+    )
+    listen.add_argument(
+        "--verify-token",
+        default=os.environ.get("WHATSRAY_VERIFY_TOKEN"),
+        help="for the GET handshake (default: $WHATSRAY_VERIFY_TOKEN)",
+    )
+    listen.add_argument("--quiet", action="store_true", help="do not print events")
+    listen.set_defaults(func=run_listen)
     return commands
 
 
@@ -72,6 +99,29 @@ def run_sign(args: argparse.Namespace) -> int:
     # The signature covers the bytes exactly as read: no re-encoding, no newline stripping.
     print(sign(args.secret, raw))
     return EXIT_OK
+
+
+def run_listen(args: argparse.Namespace) -> int:
+    if not args.app_secret or not args.verify_token:
+        _error(
+            "webhook listen: --app-secret and --verify-token (or their env variables) are required"
+        )
+        return EXIT_BAD_INPUT
+    app = create_webhook_receiver(
+        app_secret=args.app_secret,
+        verify_token=args.verify_token,
+        on_events=(lambda events: None) if args.quiet else print_events,
+        path=args.path,
+    )
+    print(f"listening on http://{args.host}:{args.port}{args.path}", flush=True)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    return EXIT_OK
+
+
+def print_events(events: list[Event]) -> None:
+    """One console line per received event (what `whatsray local` and `listen` show)."""
+    for event in events:
+        print("webhook  <- " + json.dumps(event.summary(), ensure_ascii=False), flush=True)
 
 
 def _read(path: str) -> bytes | None:
