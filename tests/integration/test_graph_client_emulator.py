@@ -372,7 +372,7 @@ async def test_media_round_trip(meta: Meta) -> None:
 async def test_download_needs_the_token(meta: Meta) -> None:
     media_id = await meta.graph.upload_media(b"\x89PNG", "image/png", "a.png")
     info = await meta.graph.get_media(media_id)
-    intruder = GraphClient(meta.http, "wrong", DEFAULT_PHONE_NUMBER_ID, base_url="http://emulator")
+    intruder = GraphClient(meta.http, "wrong", DEFAULT_PHONE_NUMBER_ID, base_url=meta.base_url)
     with pytest.raises(AuthError):
         await intruder.download_media(info.url)
 
