@@ -1,4 +1,4 @@
-"""`whatsray webhook listen` as a real process: handshake, signed POSTs printed, bad ones refused."""
+"""`whatsray webhook listen`: handshake, signed POSTs printed, bad ones refused."""
 
 from __future__ import annotations
 
