@@ -1,0 +1,137 @@
+"""What all the sessions of one registry share: hooks, config, clock, counters, and the helpers
+that give every hook call the same failure rules (retry until committed, ack best effort, a failed
+turn becomes an apology)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
+from typing import TYPE_CHECKING, TypeVar
+
+from whatsray.session.config import SessionConfig, SessionHooks
+from whatsray.session.policies import DoubleTextingPolicy
+from whatsray.session.turns import ToolCallJournal, TurnOutcome, TurnRequest, TurnResult
+
+if TYPE_CHECKING:
+    from whatsray.session.session import Session
+
+__all__ = ["SessionRuntime", "TurnTimeoutError"]
+
+log = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
+
+
+class TurnTimeoutError(TimeoutError):
+    """A turn ran past `SessionConfig.turn_timeout_s` and was cancelled."""
+
+
+class SessionRuntime:
+    """Shared by the sessions of one registry (one pointer per session)."""
+
+    def __init__(
+        self,
+        hooks: SessionHooks,
+        config: SessionConfig,
+        now: Callable[[], float],
+        sleep: Callable[[float], Awaitable[None]],
+        on_busy: Callable[[Session], None],
+        on_idle: Callable[[Session, int], None],
+    ) -> None:
+        self.hooks = hooks
+        self.config = config
+        self.now = now
+        self.sleep = sleep
+        self.on_busy = on_busy
+        self.on_idle = on_idle  # (session, entries dropped without an ack)
+        self.unacked = 0  # entries delivered and neither acked nor dropped
+        self.turns = 0
+        self.turn_failures = 0
+        self.interrupts = 0
+        self.rejected = 0
+        self.duplicates = 0
+        self.retries = 0
+
+    def timer(self, seconds: float) -> asyncio.Future[None]:
+        """A future resolved after `seconds` (cancel it to stop the timer).
+
+        With the real `asyncio.sleep` this is a bare loop timer, not a task: a turn runs under one
+        and a busy host starts thousands of them.
+        """
+        if self.sleep is asyncio.sleep:
+            loop = asyncio.get_running_loop()
+            future: asyncio.Future[None] = loop.create_future()
+            handle = loop.call_later(seconds, _resolve, future)
+            future.add_done_callback(lambda _: handle.cancel())
+            return future
+        return asyncio.ensure_future(self.sleep(seconds))
+
+    def policy_for(self, agent: str | None) -> DoubleTextingPolicy:
+        pick = self.hooks.policy_for
+        if pick is None:
+            return self.config.default_policy
+        try:
+            return pick(agent)
+        except Exception:
+            log.exception("policy_for(%r) failed: using the default policy", agent)
+            return self.config.default_policy
+
+    async def retrying(self, chat: str, what: str, call: Callable[[], Awaitable[_T]]) -> _T:
+        """Call until it succeeds, backing off: an outage delays a chat, it never drops items."""
+        delay = self.config.retry_initial_s
+        while True:
+            try:
+                return await call()
+            except Exception as exc:
+                self.retries += 1
+                log.warning(
+                    "session %s: %s failed (%s: %s), retrying in %.1f s",
+                    chat, what, type(exc).__name__, exc, delay,
+                )  # fmt: skip
+                await self.sleep(delay)
+                delay = min(delay * 2, self.config.retry_max_s)
+
+    async def ack(self, chat: str, tokens: tuple[str, ...]) -> None:
+        """Ack committed items. Not retried: a redelivery is deduped on its event id and acked."""
+        if not tokens:
+            return
+        self.unacked -= len(tokens)
+        try:
+            await self.hooks.ack(tokens)
+        except Exception:
+            log.warning("session %s: ack of %d item(s) failed", chat, len(tokens), exc_info=True)
+
+    async def failure_result(
+        self, request: TurnRequest, exc: Exception, journal: ToolCallJournal
+    ) -> TurnResult:
+        """The result to commit for a failed turn: an apology, so the chat never loops on it.
+
+        Its tool calls are the journal's, unfinished ones marked `cancelled`, unless
+        `on_turn_error` returned some.
+        """
+        self.turn_failures += 1
+        log.warning("session %s: turn %s failed: %r", request.chat, request.turn_id, exc)
+        calls = journal.cancel_unfinished()
+        result: TurnResult | None = None
+        if self.hooks.on_turn_error is not None:
+            try:
+                result = await self.hooks.on_turn_error(request, exc)
+            except Exception:
+                log.exception("session %s: on_turn_error failed, using the apology", request.chat)
+        if not isinstance(result, TurnResult):
+            result = TurnResult(
+                reply_parts=(self.config.apology,),
+                agent=request.agent,
+                outcome=TurnOutcome.FAILED,
+                error=f"{type(exc).__name__}: {exc}",
+            )
+        if calls and not result.tool_calls:
+            result = replace(result, tool_calls=calls)
+        return result
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)

@@ -1,0 +1,395 @@
+"""One chat's session: a virtual actor living inside a SessionHost.
+
+An idle session is a five-slot object: its key, its state, when it went idle, and two pointers. The
+moment an item arrives it gets a `_Work` (a mailbox, a wake-up future, one drain task) and loses it
+again when everything is committed and acked, so 100,000 idle chats cost no task and no lock.
+
+The drain task is the only code that touches a session's turns, so a chat's items are handled one
+at a time in arrival order; every chat has its own task, so chats run concurrently. While a turn
+runs (as a child task) the drain keeps watching the mailbox: statuses are applied at once, and the
+double-texting policy decides what a new message does to the running turn.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from whatsray.session.policies import DoubleTextingPolicy, PolicyMode
+from whatsray.session.runtime import SessionRuntime, TurnTimeoutError
+from whatsray.session.state import (
+    HistoryMessage,
+    SessionState,
+    history_of_event,
+    history_of_part,
+)
+from whatsray.session.turns import (
+    Inbound,
+    NonMessageEvent,
+    RecordReason,
+    ToolCall,
+    ToolCallJournal,
+    TurnOutcome,
+    TurnRequest,
+    TurnResult,
+    turn_id_for,
+)
+from whatsray.whatsapp.events import ChatKey, MessageEvent
+
+__all__ = ["Session"]
+
+log = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
+
+
+@dataclass(eq=False, slots=True)
+class _Pending:
+    """A message waiting for (or in) a turn."""
+
+    event: MessageEvent
+    arrived_at: float
+
+    @property
+    def sent_at(self) -> float:
+        stamp = self.event.timestamp
+        return stamp.timestamp() if stamp is not None else self.arrived_at
+
+
+class _Work:
+    """What a session holds only while it has something to do."""
+
+    __slots__ = ("arrival", "chat", "deferred", "mailbox", "pending", "replied", "task", "tokens")
+
+    def __init__(self, chat: ChatKey) -> None:
+        self.chat = chat
+        self.mailbox: deque[tuple[Inbound, float]] = deque()  # arrived, not yet looked at
+        self.arrival: asyncio.Future[None] | None = None  # resolved by the next arrival
+        self.task: asyncio.Task[None] | None = None
+        self.pending: list[_Pending] = []  # messages waiting for a turn, in order
+        self.tokens: dict[str, list[str]] = {}  # event id -> ack tokens, until acked
+        self.deferred: list[HistoryMessage] = []  # rejected during the turn: history after inputs
+        self.replied = False  # the reject policy's reply was sent during this turn
+
+
+class Session:
+    """One chat. Created by the registry; only `offer` is called from outside."""
+
+    __slots__ = ("_rt", "_work", "key", "last_active", "state")
+
+    def __init__(self, key: str, runtime: SessionRuntime) -> None:
+        self.key = key  # the canonical chat key, shared with the registry's dict
+        self.state: SessionState | None = None  # None: (re)load before the next turn
+        self.last_active = runtime.now()
+        self._rt = runtime
+        self._work: _Work | None = None
+
+    @property
+    def busy(self) -> bool:
+        return self._work is not None
+
+    @property
+    def task(self) -> asyncio.Task[None] | None:
+        return self._work.task if self._work is not None else None
+
+    def offer(self, entry: Inbound) -> None:
+        """Queue an item; start the drain task if the session was idle. Never blocks."""
+        work = self._work
+        if work is None:
+            work = self._work = _Work(entry.chat)
+            self._rt.on_busy(self)
+            work.mailbox.append((entry, self._rt.now()))
+            work.task = asyncio.get_running_loop().create_task(
+                self._drain(work), name=f"session {self.key}"
+            )
+        else:
+            work.mailbox.append((entry, self._rt.now()))
+            if work.arrival is not None and not work.arrival.done():
+                work.arrival.set_result(None)
+
+    # The drain task.
+
+    async def _drain(self, work: _Work) -> None:
+        try:
+            while True:
+                state = await self._loaded_state(work)
+                await self._absorb(work)
+                if not work.pending:
+                    if work.mailbox:
+                        continue
+                    return  # no await since the mailbox was seen empty: no arrival is missed
+                if state.handoff:
+                    batch = work.pending[:]
+                    work.pending.clear()
+                    await self._record_without_turn(work, batch, "handoff")
+                    continue
+                policy = self._rt.policy_for(state.agent)
+                if policy.mode is PolicyMode.COALESCE:
+                    await self._quiet_period(work, policy)
+                take = 1 if policy.mode is PolicyMode.ENQUEUE else len(work.pending)
+                batch = work.pending[:take]
+                del work.pending[:take]
+                await self._turn(work, batch, policy)
+        except Exception:
+            # A bug, not an I/O failure (those are retried): drop the work unacked. The entries
+            # stay pending in the stream and come back when the host re-reads its pending ones.
+            log.exception("session %s: unexpected error; unacked items come back", self.key)
+        finally:
+            dropped = len(work.mailbox) + sum(len(tokens) for tokens in work.tokens.values())
+            self._work = None
+            self.last_active = self._rt.now()
+            self._rt.on_idle(self, dropped)
+
+    async def _loaded_state(self, work: _Work) -> SessionState:
+        chat = work.chat
+        while self.state is None:
+            state = await self._retrying("load_state", lambda: self._rt.hooks.load_state(chat))
+            config = self._rt.config
+            self.state = state.bounded(config.history_limit, config.recent_ids_limit)
+        return self.state
+
+    async def _absorb(self, work: _Work) -> list[_Pending]:
+        """Take every arrival: dedupe, apply statuses, queue messages. Returns the new messages."""
+        new: list[_Pending] = []
+        rt = self._rt
+        while work.mailbox:
+            entry, arrived_at = work.mailbox.popleft()
+            event, token = entry.event, entry.ack_token
+            if not isinstance(event, MessageEvent):
+                await self._apply_status(event, token)
+                continue
+            event_id = event.idempotency_key
+            tokens = work.tokens.get(event_id)
+            if tokens is not None:  # a copy of a message being worked on: ack them together
+                rt.duplicates += 1
+                if token in tokens:
+                    rt.unacked -= 1
+                else:
+                    tokens.append(token)
+                continue
+            if self.state is not None and event_id in self.state.recent_event_ids:
+                rt.duplicates += 1  # committed already: only the ack was lost
+                await self._ack((token,))
+                continue
+            work.tokens[event_id] = [token]
+            pending = _Pending(event, arrived_at)
+            work.pending.append(pending)
+            new.append(pending)
+        return new
+
+    async def _apply_status(self, event: NonMessageEvent, token: str) -> None:
+        await self._retrying("on_status", lambda: self._rt.hooks.on_status(event))
+        await self._ack((token,))
+
+    async def _quiet_period(self, work: _Work, policy: DoubleTextingPolicy) -> None:
+        """Coalesce: return once no message came for the quiet period, or at the max wait."""
+        while True:
+            first, last = work.pending[0].arrived_at, work.pending[-1].arrived_at
+            deadline = min(last + policy.quiet_period_s, first + policy.max_wait_s)
+            remaining = deadline - self._rt.now()
+            if remaining <= 0 or not await self._arrival_within(work, remaining):
+                return
+            await self._absorb(work)
+
+    async def _arrival_within(self, work: _Work, seconds: float) -> bool:
+        if work.mailbox:
+            return True
+        timer = self._rt.timer(seconds)
+        try:
+            await asyncio.wait((_arrival(work), timer), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            timer.cancel()
+        return bool(work.mailbox)
+
+    # Turns.
+
+    async def _turn(self, work: _Work, batch: list[_Pending], policy: DoubleTextingPolicy) -> None:
+        rt, hooks = self._rt, self._rt.hooks
+        inputs = batch
+        interrupted: tuple[ToolCall, ...] = ()
+        attempt = 1
+        work.replied = False
+        while True:
+            state = await self._loaded_state(work)
+            request = self._request(work, state, inputs, attempt, interrupted)
+            journal = ToolCallJournal()
+            result = await self._attempt(work, request, journal, policy)
+            if result is not None:
+                break
+            # Interrupted: rerun over everything, carrying the cancelled attempt's tool calls.
+            rt.interrupts += 1
+            interrupted += journal.cancel_unfinished()
+            inputs = inputs + work.pending
+            work.pending.clear()
+            attempt += 1
+        await self._retrying("commit_turn", lambda: hooks.commit_turn(request, result))
+        rt.turns += 1
+        await self._ack(self._take_tokens(work, request.inputs))
+        if self.state is not None:  # None: invalidated, the store's copy is reloaded instead
+            config, at = rt.config, rt.now()
+            said = [history_of_event(p.event, p.sent_at) for p in inputs]
+            replies = [history_of_part(part, at) for part in result.reply_parts]
+            self.state = self.state.after(
+                messages=[*said, *work.deferred, *replies],
+                event_ids=request.input_ids,
+                history_limit=config.history_limit,
+                recent_limit=config.recent_ids_limit,
+                last_inbound_at=request.last_inbound_at,
+                agent=result.agent,
+                handoff=True if result.outcome is TurnOutcome.HANDOFF else None,
+            )
+        work.deferred.clear()
+
+    def _request(
+        self,
+        work: _Work,
+        state: SessionState,
+        inputs: list[_Pending],
+        attempt: int,
+        interrupted: tuple[ToolCall, ...],
+    ) -> TurnRequest:
+        events = tuple(p.event for p in inputs)
+        last_inbound = max(p.sent_at for p in inputs)
+        if state.last_inbound_at is not None:
+            last_inbound = max(last_inbound, state.last_inbound_at)
+        return TurnRequest(
+            turn_id=turn_id_for(self.key, (e.idempotency_key for e in events)),
+            chat=work.chat,
+            inputs=events,
+            history=state.history,
+            agent=state.agent,
+            handoff=state.handoff,
+            last_inbound_at=last_inbound,
+            attempt=attempt,
+            interrupted_tool_calls=interrupted,
+            summary=state.summary,
+        )
+
+    async def _attempt(
+        self,
+        work: _Work,
+        request: TurnRequest,
+        journal: ToolCallJournal,
+        policy: DoubleTextingPolicy,
+    ) -> TurnResult | None:
+        """Run the turn, reacting to arrivals. None: interrupted (the caller reruns it)."""
+        rt = self._rt
+        turn = asyncio.ensure_future(rt.hooks.run_turn(request, journal))
+        limit = rt.config.turn_timeout_s
+        timer = rt.timer(limit) if limit is not None else None
+        try:
+            while not turn.done():
+                watched: set[asyncio.Future[Any]] = {turn, _arrival(work)}
+                if timer is not None:
+                    watched.add(timer)
+                await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
+                if turn.done():
+                    break
+                if timer is not None and timer.done():
+                    await _cancel(turn)
+                    timeout = TurnTimeoutError(f"the turn ran past {limit} s")
+                    return await self._rt.failure_result(request, timeout, journal)
+                new = await self._absorb(work)
+                if new and policy.mode is PolicyMode.INTERRUPT:
+                    await _cancel(turn)
+                    return None
+                if new and policy.mode is PolicyMode.REJECT:
+                    await self._reject(work, new, policy)
+        finally:
+            if timer is not None:
+                timer.cancel()
+            if not turn.done():  # we are being cancelled (the registry closes)
+                await _cancel(turn)
+        if turn.cancelled():
+            return await self._rt.failure_result(
+                request, RuntimeError("run_turn was cancelled"), journal
+            )
+        exc = turn.exception()
+        if exc is None:
+            result = turn.result()
+            if isinstance(result, TurnResult):
+                return result
+            exc = TypeError(f"run_turn returned {type(result).__name__}, not a TurnResult")
+        if not isinstance(exc, Exception):
+            raise exc
+        return await self._rt.failure_result(request, exc, journal)
+
+    async def _reject(self, work: _Work, new: list[_Pending], policy: DoubleTextingPolicy) -> None:
+        """Record messages that came during a turn, send one polite reply per turn, ack them."""
+        for pending in new:
+            work.pending.remove(pending)
+        self._rt.rejected += len(new)
+        reply = None
+        if not work.replied:
+            work.replied = True
+            reply = policy.reject_reply
+        await self._record_without_turn(work, new, "rejected", reply=reply, deferred=True)
+
+    async def _record_without_turn(
+        self,
+        work: _Work,
+        batch: list[_Pending],
+        reason: RecordReason,
+        *,
+        reply: str | None = None,
+        deferred: bool = False,
+    ) -> None:
+        hooks, config = self._rt.hooks, self._rt.config
+        chat = work.chat
+        events = tuple(p.event for p in batch)
+        await self._retrying("record_messages", lambda: hooks.record_messages(chat, events, reason))
+        history = [history_of_event(p.event, p.sent_at) for p in batch]
+        if reply is not None:
+            try:
+                await hooks.send_reply(chat, reply, events[-1])
+                history.append(history_of_part(reply, self._rt.now()))
+            except Exception:
+                log.exception("session %s: the %s reply could not be sent", self.key, reason)
+        await self._ack(self._take_tokens(work, events))
+        if deferred:  # goes into the history after the running turn's inputs
+            work.deferred.extend(history)
+            history = []
+        if self.state is not None:
+            self.state = self.state.after(
+                messages=history,
+                event_ids=(e.idempotency_key for e in events),
+                history_limit=config.history_limit,
+                recent_limit=config.recent_ids_limit,
+                last_inbound_at=max(p.sent_at for p in batch),
+            )
+
+    # Plumbing.
+
+    def _take_tokens(self, work: _Work, events: tuple[MessageEvent, ...]) -> tuple[str, ...]:
+        tokens: list[str] = []
+        for event in events:
+            tokens.extend(work.tokens.pop(event.idempotency_key, ()))
+        return tuple(tokens)
+
+    async def _ack(self, tokens: tuple[str, ...]) -> None:
+        await self._rt.ack(self.key, tokens)
+
+    async def _retrying(self, what: str, call: Callable[[], Awaitable[_T]]) -> _T:
+        return await self._rt.retrying(self.key, what, call)
+
+
+def _arrival(work: _Work) -> asyncio.Future[None]:
+    """A future resolved by the next arrival (at once if one is waiting in the mailbox)."""
+    future = work.arrival
+    if future is None or future.done():
+        future = work.arrival = asyncio.get_running_loop().create_future()
+        if work.mailbox:
+            future.set_result(None)
+    return future
+
+
+async def _cancel(task: asyncio.Future[TurnResult]) -> None:
+    """Cancel the turn and wait until it has unwound (its outcome is retrieved, never raised)."""
+    task.cancel()
+    await asyncio.wait((task,))
+    if not task.cancelled():
+        task.exception()
