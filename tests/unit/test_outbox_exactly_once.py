@@ -1,0 +1,137 @@
+"""Exactly once across crashes and lost answers: the outbox killed between the send and
+`mark_sent`, and a send whose answer timed out. See docs/outbox.md for the one open window."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+import pytest
+from emulator_harness import USER
+from outbox_harness import OutboxRig, losing_graph, outbox_rig
+
+from whatsray.outbox import OutboundItem, Outbox, is_ambiguous
+from whatsray.whatsapp.emulator import StatusDelays
+from whatsray.whatsapp.errors import GraphTimeoutError, ServerError, TransportError
+
+
+async def _killed_mid_send(rig: OutboxRig, items: list[OutboundItem]) -> Outbox:
+    """Run an outbox until its send reached the emulator, then kill it before `mark_sent`."""
+    async with losing_graph(rig, 1, hang=True) as (graph, transport):
+        doomed = rig.outbox(graph=graph)
+        task = asyncio.create_task(doomed.submit(items))
+        await transport.handled.wait()
+        await rig.settle()  # webhooks due now are delivered (to the doomed outbox)
+        await doomed.close()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    return doomed
+
+
+async def test_recorded_but_never_attempted_is_sent_once() -> None:
+    async with outbox_rig() as rig:
+        rig.open_window(USER)
+        items = rig.reply("t1", USER, "hello")
+        await rig.ledger.record_outbound(items[0])  # the last outbox died right after this
+
+        outbox = rig.outbox()
+        [record] = await outbox.submit(items)
+
+        assert rig.texts(USER) == ["hello"]
+        assert record.attempts == 1
+        assert outbox.stats.ambiguous_resends == 0
+
+
+async def test_killed_after_the_send_with_its_status_already_seen_is_not_resent() -> None:
+    async with outbox_rig() as rig:  # the `sent` status is immediate
+        rig.open_window(USER)
+        items = rig.reply("t1", USER, "hello")
+        await _killed_mid_send(rig, items)
+
+        stored = await rig.ledger.get_outbound("t1:0")
+        assert stored is not None and stored.wamid == rig.accepted(USER)[0].wamid
+
+        restarted = rig.outbox()
+        [record] = await restarted.submit(items)
+
+        assert rig.texts(USER) == ["hello"]
+        assert record.wamid == stored.wamid
+        assert restarted.stats.sent == restarted.stats.ambiguous_resends == 0
+
+
+async def test_killed_after_the_send_waits_for_a_late_status_instead_of_resending() -> None:
+    delays = StatusDelays(sent=5.0, delivered=6.0, read=7.0)
+    async with outbox_rig(status_delays=delays) as rig:
+        rig.open_window(USER)
+        items = rig.reply("t1", USER, "hello")
+        await _killed_mid_send(rig, items)
+        pending = await rig.ledger.get_outbound("t1:0")
+        assert pending is not None and (pending.status, pending.attempts) == ("pending", 1)
+
+        restarted = rig.outbox(ambiguous_grace_s=10.0)
+        [record] = await restarted.submit(items)
+
+        assert rig.texts(USER) == ["hello"]
+        assert record.wamid == rig.accepted(USER)[0].wamid
+        assert restarted.stats.ambiguous_resends == 0
+
+
+async def test_the_open_window_a_status_later_than_the_grace_means_a_second_send() -> None:
+    # The one case we cannot close: Meta took the message, we died before storing the wamid,
+    # and its status webhook comes later than the grace period. We resend, and say so.
+    delays = StatusDelays(sent=20.0, delivered=None, read=None)
+    async with outbox_rig(status_delays=delays) as rig:
+        rig.open_window(USER)
+        items = rig.reply("t1", USER, "hello")
+        await _killed_mid_send(rig, items)
+
+        restarted = rig.outbox(ambiguous_grace_s=10.0)
+        [record] = await restarted.submit(items)
+        await rig.harness.advance(30)  # both `sent` statuses arrive
+
+        assert rig.texts(USER) == ["hello", "hello"]
+        assert restarted.stats.ambiguous_resends == 1
+        assert restarted.stats.duplicate_sends_seen == 1  # detected and counted
+        stored = await rig.ledger.get_outbound("t1:0")
+        assert stored is not None and stored.wamid == record.wamid
+
+
+async def test_a_timed_out_send_that_went_through_is_not_sent_again() -> None:
+    async with outbox_rig() as rig:
+        rig.open_window(USER)
+        async with losing_graph(rig, 1) as (graph, _):
+            outbox = rig.outbox(graph=graph)
+            [record] = await outbox.submit(rig.reply("t1", USER, "slow answer"))
+
+        assert rig.texts(USER) == ["slow answer"]
+        assert record.wamid == rig.accepted(USER)[0].wamid
+        assert outbox.stats.retried == 1
+        assert outbox.stats.sent == 0  # the wamid came from the status webhook
+
+
+async def test_a_timed_out_send_with_no_status_is_retried() -> None:
+    async with outbox_rig(status_delays=StatusDelays(sent=None, delivered=None, read=None)) as rig:
+        rig.open_window(USER)
+        async with losing_graph(rig, 1) as (graph, _):
+            outbox = rig.outbox(graph=graph)
+            [record] = await outbox.submit(rig.reply("t1", USER, "lost answer"))
+
+        # Timeouts are retried (documented): here the first send did go through.
+        assert rig.texts(USER) == ["lost answer", "lost answer"]
+        assert record.wamid == rig.accepted(USER)[1].wamid
+        assert record.attempts == 2
+
+
+def test_only_failures_that_may_have_reached_meta_are_ambiguous() -> None:
+    refused = TransportError("refused")
+    refused.__cause__ = httpx.ConnectError("connection refused")
+    reset = TransportError("reset")
+    reset.__cause__ = httpx.RemoteProtocolError("peer closed")
+    timed_out = GraphTimeoutError("read timeout")
+    timed_out.__cause__ = httpx.ReadTimeout("late")
+    connect_timeout = GraphTimeoutError("connect timeout")
+    connect_timeout.__cause__ = httpx.ConnectTimeout("no route")
+
+    assert is_ambiguous(timed_out) and is_ambiguous(reset)
+    assert not is_ambiguous(refused) and not is_ambiguous(connect_timeout)
+    assert not is_ambiguous(ServerError("boom", code=131000))

@@ -1,0 +1,375 @@
+"""The outbox for one business number: ordered, rate-limited, exactly-once sends with retries.
+
+Exactly once (see docs/outbox.md): every message is recorded in the ledger under a stable,
+caller-chosen `outbound_id` before anything is sent, the attempt is counted before each request,
+and the wamid is stored after Meta accepted it. Submitting the same ids again (a retried turn, a
+restarted outbox) finds the record and sends nothing once it is "sent" or later. A "pending"
+record with attempts > 0 is the one ambiguous case (the process died, or the request timed out,
+after the request may have reached Meta): we wait up to `ambiguous_grace_s` for a status webhook
+carrying the id as `biz_opaque_callback_data`, and send again only if none came.
+
+Order: the parts of one `submit` go out one after another, and submits to the same recipient
+never interleave (one lane per recipient, FIFO); different recipients run concurrently.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import re
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
+from dataclasses import replace
+from typing import Any, TypeVar
+
+from whatsray.outbox.ledger import OutboundItem, OutboundLedger, OutboundRecord
+from whatsray.outbox.rate_limits import SendRateLimiter
+from whatsray.outbox.retry import RetryPolicy, is_ambiguous
+from whatsray.outbox.stats import OutboxStats
+from whatsray.outbox.window import WindowLookup, is_template_body, window_open
+from whatsray.whatsapp.errors import MessageValidationError, ReEngagementError, WhatsAppError
+from whatsray.whatsapp.events import StatusEvent
+from whatsray.whatsapp.graph_client import GraphClient
+from whatsray.whatsapp.messages import MarkAsRead, Message, is_bsuid, validate_send_body
+
+__all__ = ["Outbox", "OutboxClosedError", "recipient_key", "replay_outbound_id"]
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+OUTSIDE_WINDOW = "outside_window"
+RE_ENGAGEMENT_CODE = 131047
+
+
+class OutboxClosedError(RuntimeError):
+    """`submit` or `replay_dead_letter` after `close()`."""
+
+
+def replay_outbound_id(outbound_id: str, dead_letter_id: str) -> str:
+    """The id a replay of this dead letter is sent under: derived, so replaying twice dedupes."""
+    return f"{outbound_id}~replay:{dead_letter_id}"
+
+
+_PHONE_NOISE = re.compile(r"[^\d]")
+
+
+def recipient_key(to: str) -> str:
+    """One key per user whatever the phone format ("+1 555-..." and "1555..." are the same)."""
+    return to if is_bsuid(to) else _PHONE_NOISE.sub("", to) or to
+
+
+def _describe(exc: BaseException) -> str:
+    code = getattr(exc, "code", None)
+    return f"{type(exc).__name__}({code})" if code is not None else type(exc).__name__
+
+
+class _Lane:
+    __slots__ = ("lock", "users")
+
+    def __init__(self) -> None:
+        self.lock = asyncio.Lock()  # FIFO: submits to one recipient go out in arrival order
+        self.users = 0
+
+
+class Outbox:
+    """Sends one business number's messages. Plain async class; a Ray actor wraps it later."""
+
+    def __init__(
+        self,
+        phone_number_id: str,
+        graph: GraphClient,
+        ledger: OutboundLedger,
+        *,
+        throughput_mps: float = 80.0,
+        pair_burst: int = 45,
+        pair_refill_s: float = 6.0,
+        retry: RetryPolicy | None = None,
+        now: Callable[[], float] = time.time,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        window_lookup: WindowLookup | None = None,
+        ambiguous_grace_s: float = 10.0,
+        grace_poll_s: float = 0.5,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.phone_number_id = phone_number_id
+        self._graph = graph
+        self._ledger = ledger
+        self._retry = retry or RetryPolicy()
+        self._now = now
+        self._sleep = sleep
+        self._window_lookup = window_lookup
+        self._grace_s = ambiguous_grace_s
+        self._grace_poll_s = grace_poll_s
+        self._rng = rng or random.Random()
+        self._limiter = SendRateLimiter(
+            throughput_mps=throughput_mps,
+            pair_burst=pair_burst,
+            pair_refill_s=pair_refill_s,
+            now=now,
+            sleep=sleep,
+        )
+        self.stats = OutboxStats(rate_limit=self._limiter.stats)
+        self._lanes: dict[str, _Lane] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._dead_lettering: set[str] = set()
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return f"Outbox(phone_number_id={self.phone_number_id!r}, lanes={len(self._lanes)})"
+
+    # --- lifecycle --------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._closed = False
+
+    async def close(self) -> None:
+        """Stop: sends in flight are cancelled (their records stay "pending"; resubmit resumes)."""
+        self._closed = True
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def __aenter__(self) -> Outbox:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    # --- sending ----------------------------------------------------------------------------
+
+    async def submit(self, items: Sequence[OutboundItem]) -> list[OutboundRecord]:
+        """Record, then send, the parts of one reply, in order; returns their records.
+
+        Items already sent (same `outbound_id`) are not sent again. Returns when every item is
+        sent, dead-lettered, or found already done.
+        """
+        self._check_open()
+        for item in items:
+            if item.phone_number_id != self.phone_number_id:
+                raise ValueError(
+                    f"item {item.outbound_id!r} is for number {item.phone_number_id!r}, "
+                    f"this outbox sends for {self.phone_number_id!r}"
+                )
+        for item in items:  # record before send: from here on a resubmit cannot double-send
+            if await self._ledger.record_outbound(item):
+                self.stats.submitted += 1
+        lanes: dict[str, list[int]] = {}
+        for index, item in enumerate(items):
+            lanes.setdefault(recipient_key(item.to), []).append(index)
+        runs = [
+            self._spawn(self._run_lane(key, [items[i].outbound_id for i in indexes]))
+            for key, indexes in lanes.items()
+        ]
+        results: list[OutboundRecord | None] = [None] * len(items)
+        for indexes, records in zip(lanes.values(), await asyncio.gather(*runs), strict=True):
+            for index, record in zip(indexes, records, strict=True):
+                results[index] = record
+        return [record for record in results if record is not None]
+
+    async def replay_dead_letter(self, dead_letter_id: str) -> OutboundRecord:
+        """Send a dead letter's message again, under `replay_outbound_id(...)`.
+
+        The replay id is derived from the dead-letter id, so a second replay of the same dead
+        letter finds the first one's record and sends nothing. A replay that fails again gets
+        its own dead letter (replay that one to try once more).
+        """
+        self._check_open()
+        letter = await self._ledger.get_dead_letter(dead_letter_id)
+        if letter is None:
+            raise KeyError(f"unknown dead letter {dead_letter_id!r}")
+        original = await self._ledger.get_outbound(letter.outbound_id)
+        if original is None:
+            raise KeyError(f"dead letter {dead_letter_id!r} names unknown {letter.outbound_id!r}")
+        item = replace(
+            original.to_item(),
+            outbound_id=replay_outbound_id(original.outbound_id, dead_letter_id),
+            created_at=self._now(),
+        )
+        if await self._ledger.record_outbound(item):
+            self.stats.replays += 1
+        [record] = await self._spawn(self._run_lane(recipient_key(item.to), [item.outbound_id]))
+        await self._ledger.mark_dead_letter_replayed(dead_letter_id, item.outbound_id, self._now())
+        return record
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise OutboxClosedError(f"outbox for {self.phone_number_id} is closed")
+
+    def _spawn(self, coro: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    @contextlib.asynccontextmanager
+    async def _lane(self, key: str) -> AsyncIterator[None]:
+        lane = self._lanes.get(key)
+        if lane is None:
+            lane = self._lanes[key] = _Lane()
+        lane.users += 1
+        try:
+            async with lane.lock:
+                yield
+        finally:
+            lane.users -= 1
+            if lane.users == 0:
+                del self._lanes[key]
+
+    async def _run_lane(self, key: str, outbound_ids: list[str]) -> list[OutboundRecord]:
+        async with self._lane(key):
+            return [await self._deliver(outbound_id) for outbound_id in outbound_ids]
+
+    async def _deliver(self, outbound_id: str) -> OutboundRecord:
+        """Send one recorded message unless the ledger says it is already done."""
+        record = await self._get(outbound_id)
+        if record.status != "pending":
+            self.stats.already_done += 1
+            return record
+        if record.attempts > 0:
+            # A previous attempt may have reached Meta (crash or cancel between the request
+            # and mark_sent): give its status webhook a chance to tell us before resending.
+            record = await self._wait_for_status(outbound_id, self._grace_s)
+            if record.status != "pending":
+                self.stats.already_done += 1
+                return record
+            self.stats.ambiguous_resends += 1
+            log.warning("resending %s: attempted before, no status seen", outbound_id)
+        item = record.to_item()
+        body = {**item.body, "biz_opaque_callback_data": item.outbound_id}
+        if not is_template_body(body) and not await self._window_is_open(item):
+            return await self._dead_letter(
+                outbound_id, OUTSIDE_WINDOW, RE_ENGAGEMENT_CODE, "24 h window closed"
+            )
+        try:
+            message = validate_send_body(body)
+            if isinstance(message, MarkAsRead):
+                raise MessageValidationError("a read receipt is not an outbound message", code=100)
+        except MessageValidationError as exc:
+            return await self._dead_letter(outbound_id, "invalid_message", exc.code, str(exc))
+        return await self._send_with_retries(item, message)
+
+    async def _send_with_retries(self, item: OutboundItem, message: Message) -> OutboundRecord:
+        outbound_id = item.outbound_id
+        attempts = 0
+        last_error: str | None = None
+        while True:
+            await self._limiter.acquire(recipient_key(item.to))
+            await self._ledger.note_attempt(outbound_id, last_error)  # before the request
+            attempts += 1
+            try:
+                result = await self._graph.send(message)
+            except WhatsAppError as exc:
+                if exc.code == RE_ENGAGEMENT_CODE or isinstance(exc, ReEngagementError):
+                    return await self._dead_letter(outbound_id, OUTSIDE_WINDOW, exc.code, str(exc))
+                if not exc.is_transient:
+                    reason = f"permanent_error:{type(exc).__name__}"
+                    return await self._dead_letter(outbound_id, reason, exc.code, str(exc))
+                if not self._retry.should_retry(attempts):
+                    reason = f"retries_exhausted:{type(exc).__name__}"
+                    return await self._dead_letter(outbound_id, reason, exc.code, str(exc))
+                delay = self._retry.delay(attempts, exc.retry_after, self._rng)
+                last_error = _describe(exc)
+                self.stats.retried += 1
+                log.info("retrying %s in %.1fs after %s", outbound_id, delay, last_error)
+                if is_ambiguous(exc):
+                    # It may have been sent: wait at least the grace for its status webhook.
+                    record = await self._wait_for_status(outbound_id, max(delay, self._grace_s))
+                else:
+                    await self._sleep(delay)
+                    record = await self._get(outbound_id)
+                if record.status != "pending":
+                    return record  # a status webhook showed the earlier attempt got through
+                continue
+            await self._ledger.mark_sent(outbound_id, result.wamid)
+            self.stats.sent += 1
+            return await self._get(outbound_id)
+
+    async def _wait_for_status(self, outbound_id: str, seconds: float) -> OutboundRecord:
+        """Poll the ledger for up to `seconds` until the record leaves "pending"."""
+        deadline = self._now() + seconds
+        while True:
+            record = await self._get(outbound_id)
+            remaining = deadline - self._now()
+            if record.status != "pending" or remaining <= 0:
+                return record
+            await self._sleep(min(self._grace_poll_s, remaining))
+
+    async def _window_is_open(self, item: OutboundItem) -> bool:
+        if self._window_lookup is None:
+            return True  # nothing to ask: Meta enforces it (131047 -> outside_window)
+        try:
+            last_inbound = await self._window_lookup(item.chat)
+        except Exception:
+            log.exception("window lookup failed for %s; letting Meta decide", item.chat)
+            return True
+        return window_open(last_inbound, self._now())
+
+    async def _dead_letter(
+        self, outbound_id: str, reason: str, error_code: int | None, details: str | None
+    ) -> OutboundRecord:
+        # Dead letter first: a crash between the two leaves it listed (and the record "dead").
+        # The other order could leave a "failed" record with no dead letter to replay.
+        dead_letter_id = await self._ledger.add_dead_letter(
+            outbound_id, reason, error_code, details
+        )
+        await self._ledger.mark_failed(outbound_id, reason, error_code)
+        self.stats.dead_lettered += 1
+        log.warning("dead letter %s for %s: %s (%s)", dead_letter_id, outbound_id, reason, details)
+        return await self._get(outbound_id)
+
+    async def _get(self, outbound_id: str) -> OutboundRecord:
+        record = await self._ledger.get_outbound(outbound_id)
+        if record is None:
+            raise KeyError(f"outbound {outbound_id!r} is not in the ledger")
+        return record
+
+    # --- status webhooks --------------------------------------------------------------------
+
+    async def apply_status(self, event: StatusEvent) -> str | None:
+        """Merge a status webhook into its record; returns the resulting status (None: unknown).
+
+        A `sent` can overtake our own `mark_sent` (Meta answers the send and fires the webhook
+        at once): when the wamid is unknown but the event carries our `outbound_id` as
+        `biz_opaque_callback_data`, the wamid is stored first, then the status applied. A
+        `failed` status dead-letters the message, once.
+        """
+        wamid = event.message_id
+        if wamid is None:
+            return None
+        status = event.status.value
+        at = event.timestamp.timestamp() if event.timestamp is not None else self._now()
+        error_code = event.errors[0].code if event.errors else None
+        merged = await self._ledger.apply_status(wamid, status, at, error_code)
+        outbound_id = event.biz_opaque_callback_data
+        if merged is None and outbound_id:
+            record = await self._ledger.get_outbound(outbound_id)
+            if record is not None and record.wamid in (None, wamid):
+                await self._ledger.mark_sent(outbound_id, wamid)
+                merged = await self._ledger.apply_status(wamid, status, at, error_code)
+            elif record is not None:
+                # Our id under a second wamid: the ambiguous window did produce a duplicate.
+                self.stats.duplicate_sends_seen += 1
+                log.error("outbound %s was sent twice: %s and %s", outbound_id, record.wamid, wamid)
+        if merged is None:
+            self.stats.statuses_unknown += 1
+            return None
+        self.stats.statuses_applied += 1
+        if merged == "failed" and outbound_id and outbound_id not in self._dead_lettering:
+            self._dead_lettering.add(outbound_id)
+            try:
+                details = "; ".join(
+                    f"{e.code}: {e.title or e.message or ''}".strip() for e in event.errors
+                )
+                if error_code == RE_ENGAGEMENT_CODE:
+                    reason = OUTSIDE_WINDOW  # Meta's async form of the window refusal
+                else:
+                    reason = f"failed_status:{error_code}"
+                merged = (await self._dead_letter(outbound_id, reason, error_code, details)).status
+            finally:
+                self._dead_lettering.discard(outbound_id)
+        return merged

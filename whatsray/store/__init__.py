@@ -1,0 +1,55 @@
+"""The store: one owner of the DuckDB file (schema migrations, group commit, reads).
+
+See docs/store.md. `Store` is the public class; the values it takes and returns are in
+`whatsray.store.records`.
+"""
+
+from __future__ import annotations
+
+from whatsray.store.errors import (
+    MigrationError,
+    SchemaTooNewError,
+    StoreClosedError,
+    StoreError,
+    StoreWriteError,
+    UnknownOutboundError,
+)
+from whatsray.store.migrations import Migration
+from whatsray.store.records import (
+    ChatRecord,
+    Contact,
+    DeadLetter,
+    MessageRecord,
+    OutboundItem,
+    OutboundRecord,
+    SessionSnapshot,
+    StatusChange,
+    TurnRecord,
+)
+from whatsray.store.schema import MIGRATIONS, SCHEMA_VERSION
+from whatsray.store.store import UNSET, Store
+from whatsray.store.writer import WriterStats
+
+__all__ = [
+    "MIGRATIONS",
+    "SCHEMA_VERSION",
+    "UNSET",
+    "ChatRecord",
+    "Contact",
+    "DeadLetter",
+    "MessageRecord",
+    "Migration",
+    "MigrationError",
+    "OutboundItem",
+    "OutboundRecord",
+    "SchemaTooNewError",
+    "SessionSnapshot",
+    "StatusChange",
+    "Store",
+    "StoreClosedError",
+    "StoreError",
+    "StoreWriteError",
+    "TurnRecord",
+    "UnknownOutboundError",
+    "WriterStats",
+]

@@ -1,0 +1,439 @@
+"""Writes about conversations: inbound messages, contacts, chats, turns, sessions, and the
+recording of outbound messages (a turn's replies). Each bulk kind applies a whole group of
+writes in a few statements (see `writer.py`); each function runs on the writer thread.
+
+SQL text here is built only from constants in this module (`rows_table` column lists); every
+value travels as a parameter.
+"""
+# ruff: noqa: S608
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from duckdb import DuckDBPyConnection
+
+from whatsray.outbox.ledger import OutboundItem
+from whatsray.store.records import SessionSnapshot, TurnRecord
+from whatsray.store.rows import InboundRow, column_names, outbound_summary, rows_table
+from whatsray.store.writer import WriteKind
+
+__all__ = [
+    "CONTACT",
+    "INBOUND",
+    "TURN_RESULTS",
+    "ContactUpdate",
+    "PreparedOutbound",
+    "PreparedSession",
+    "TurnResults",
+    "update_chat",
+]
+
+CHAT_FIELDS = ("agent", "handoff", "last_inbound_at")
+
+
+@dataclass(frozen=True, slots=True)
+class ContactUpdate:
+    chat: str
+    phone_number_id: str
+    phone: str | None
+    bsuid: str | None
+    profile_name: str | None
+    seen_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedOutbound:
+    item: OutboundItem
+    user: str  # the chat key's user, for a chat row the store has not seen yet
+    body_json: str
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedSession:
+    snapshot: SessionSnapshot
+    phone_number_id: str
+    user: str
+    state_json: str
+
+
+@dataclass(frozen=True, slots=True)
+class TurnResults:
+    """Any of: a turn record, outbound messages to record, a session snapshot; one result per
+    outbound message (True: newly recorded). `record_outbound`, `record_turn` and
+    `save_session` are this with one part."""
+
+    now: float
+    turn: TurnRecord | None = None
+    outbound: tuple[PreparedOutbound, ...] = ()
+    session: PreparedSession | None = None
+
+
+@dataclass(slots=True)
+class _ChatTouch:
+    phone_number_id: str
+    user: str
+    last_inbound_at: float | None
+    now: float
+
+
+def _touch(
+    touches: dict[str, _ChatTouch],
+    chat: str,
+    phone_number_id: str,
+    user: str,
+    now: float,
+    last_inbound_at: float | None = None,
+) -> None:
+    known = touches.get(chat)
+    if known is None:
+        touches[chat] = _ChatTouch(phone_number_id, user, last_inbound_at, now)
+        return
+    known.now = max(known.now, now)
+    if last_inbound_at is not None:
+        known.last_inbound_at = max(known.last_inbound_at or last_inbound_at, last_inbound_at)
+
+
+def touch_chats(conn: DuckDBPyConnection, touches: dict[str, _ChatTouch]) -> None:
+    """Create missing chat rows; move `updated_at` and the last inbound time forward only."""
+    if not touches:
+        return
+    source, params = rows_table(
+        [
+            ("chat", "VARCHAR"),
+            ("phone_number_id", "VARCHAR"),
+            ("user_id", "VARCHAR"),
+            ("last_inbound_at", "DOUBLE"),
+            ("now", "DOUBLE"),
+        ],
+        [(c, t.phone_number_id, t.user, t.last_inbound_at, t.now) for c, t in touches.items()],
+    )
+    conn.execute(
+        "INSERT INTO chats (chat, phone_number_id, user_id, last_inbound_at, created_at,"
+        f" updated_at) SELECT chat, phone_number_id, user_id, last_inbound_at, now, now"
+        f" FROM ({source}) ON CONFLICT (chat) DO UPDATE SET"
+        " last_inbound_at = greatest(chats.last_inbound_at, excluded.last_inbound_at),"
+        " updated_at = greatest(chats.updated_at, excluded.updated_at)",
+        params,
+    )
+
+
+def _upsert_contacts(conn: DuckDBPyConnection, updates: Sequence[ContactUpdate]) -> list[None]:
+    """What is known about each user; a None never erases what an earlier message told us."""
+    folded: dict[str, ContactUpdate] = {}
+    first_seen: dict[str, float] = {}
+    for u in updates:
+        prev = folded.get(u.chat)
+        first_seen[u.chat] = min(first_seen.get(u.chat, u.seen_at), u.seen_at)
+        if prev is not None:
+            u = ContactUpdate(
+                u.chat,
+                u.phone_number_id,
+                u.phone or prev.phone,
+                u.bsuid or prev.bsuid,
+                u.profile_name or prev.profile_name,
+                max(prev.seen_at, u.seen_at),
+            )
+        folded[u.chat] = u
+    columns = [
+        ("chat", "VARCHAR"),
+        ("phone_number_id", "VARCHAR"),
+        ("phone", "VARCHAR"),
+        ("bsuid", "VARCHAR"),
+        ("profile_name", "VARCHAR"),
+        ("first_seen", "DOUBLE"),
+        ("last_seen", "DOUBLE"),
+    ]
+    source, params = rows_table(
+        columns,
+        [
+            (c, u.phone_number_id, u.phone, u.bsuid, u.profile_name, first_seen[c], u.seen_at)
+            for c, u in folded.items()
+        ],
+    )
+    conn.execute(
+        f"INSERT INTO contacts ({column_names(columns)}) SELECT * FROM ({source})"
+        " ON CONFLICT (chat) DO UPDATE SET"
+        " phone = coalesce(excluded.phone, contacts.phone),"
+        " bsuid = coalesce(excluded.bsuid, contacts.bsuid),"
+        " profile_name = coalesce(excluded.profile_name, contacts.profile_name),"
+        " first_seen = least(contacts.first_seen, excluded.first_seen),"
+        " last_seen = greatest(contacts.last_seen, excluded.last_seen)",
+        params,
+    )
+    return [None] * len(updates)
+
+
+def _insert_inbound(conn: DuckDBPyConnection, rows: Sequence[InboundRow]) -> list[bool]:
+    """Insert-if-absent keyed by wamid: False (and nothing written) for a message seen before,
+    in the database or earlier in this group."""
+    first: dict[str, int] = {}
+    for i, row in enumerate(rows):
+        first.setdefault(row.message_id, i)
+    unique = [rows[i] for i in first.values()]
+    source, params = rows_table(
+        [
+            ("id", "VARCHAR"),
+            ("chat", "VARCHAR"),
+            ("type", "VARCHAR"),
+            ("text", "VARCHAR"),
+            ("raw", "VARCHAR"),
+            ("written_at", "DOUBLE"),
+            ("received_at", "DOUBLE"),
+        ],
+        [(r.message_id, r.chat, r.type, r.text, r.raw, r.at, r.received_at) for r in unique],
+    )
+    # seq (arrival order) comes from the sequence in source order.
+    inserted = {
+        row[0]
+        for row in conn.execute(
+            "INSERT INTO messages (id, chat, direction, type, text, raw, wamid, status,"
+            " created_at, updated_at) SELECT id, chat, 'in', type, text, raw, id, 'received',"
+            f" written_at, received_at FROM ({source}) ON CONFLICT DO NOTHING RETURNING id",
+            params,
+        ).fetchall()
+    }
+    new = [r for r in unique if r.message_id in inserted]
+    if new:
+        touches: dict[str, _ChatTouch] = {}
+        for r in new:
+            _touch(touches, r.chat, r.phone_number_id, r.user, r.received_at, r.at)
+        touch_chats(conn, touches)
+        _upsert_contacts(
+            conn,
+            [
+                ContactUpdate(r.chat, r.phone_number_id, r.phone, r.bsuid, r.profile_name, r.at)
+                for r in new
+            ],
+        )
+    return [first[r.message_id] == i and r.message_id in inserted for i, r in enumerate(rows)]
+
+
+def insert_outbound(
+    conn: DuckDBPyConnection, outbound: Sequence[PreparedOutbound], now: float
+) -> set[str]:
+    """Record pending outbound messages (ledger and chat history); the ids that were new."""
+    if not outbound:
+        return set()
+    source, params = rows_table(
+        [
+            ("outbound_id", "VARCHAR"),
+            ("chat", "VARCHAR"),
+            ("phone_number_id", "VARCHAR"),
+            ("recipient", "VARCHAR"),
+            ("body", "VARCHAR"),
+            ("turn_id", "VARCHAR"),
+            ("part", "INTEGER"),
+            ("created_at", "DOUBLE"),
+        ],
+        [
+            (
+                o.item.outbound_id,
+                o.item.chat,
+                o.item.phone_number_id,
+                o.item.to,
+                o.body_json,
+                o.item.turn_id,
+                o.item.part,
+                o.item.created_at,
+            )
+            for o in outbound
+        ],
+    )
+    inserted = {
+        row[0]
+        for row in conn.execute(
+            "INSERT INTO outbound (outbound_id, chat, phone_number_id, recipient, body, turn_id,"
+            " part, status, created_at, updated_at) SELECT outbound_id, chat, phone_number_id,"
+            f" recipient, body, turn_id, part, 'pending', created_at, ? FROM ({source})"
+            " ON CONFLICT DO NOTHING RETURNING outbound_id",
+            [now, *params],
+        ).fetchall()
+    }
+    messages: list[tuple[Any, ...]] = []
+    for o in outbound:
+        if o.item.outbound_id in inserted:
+            item = o.item
+            type_, text = outbound_summary(item.body)
+            created = item.created_at or now
+            messages.append(
+                (item.outbound_id, item.chat, type_, text, o.body_json, item.turn_id, created)
+            )
+    if messages:
+        source, params = rows_table(
+            [
+                ("id", "VARCHAR"),
+                ("chat", "VARCHAR"),
+                ("type", "VARCHAR"),
+                ("text", "VARCHAR"),
+                ("raw", "VARCHAR"),
+                ("turn_id", "VARCHAR"),
+                ("created_at", "DOUBLE"),
+            ],
+            messages,
+        )
+        conn.execute(
+            "INSERT INTO messages (id, chat, direction, type, text, raw, status, turn_id,"
+            " created_at, updated_at) SELECT id, chat, 'out', type, text, raw, 'pending',"
+            f" turn_id, created_at, ? FROM ({source}) ON CONFLICT DO NOTHING",
+            [now, *params],
+        )
+    return inserted
+
+
+def _record_turn_results(
+    conn: DuckDBPyConnection, groups: Sequence[TurnResults]
+) -> list[list[bool]]:
+    now = max(g.now for g in groups)
+    touches: dict[str, _ChatTouch] = {}
+
+    # Replies: the first occurrence of an id in the group is the one that may be new.
+    seen: set[str] = set()
+    fresh: list[PreparedOutbound] = []
+    for g in groups:
+        for o in g.outbound:
+            if o.item.outbound_id not in seen:
+                seen.add(o.item.outbound_id)
+                fresh.append(o)
+    inserted = insert_outbound(conn, fresh, now)
+    for o in fresh:
+        if o.item.outbound_id in inserted:
+            _touch(touches, o.item.chat, o.item.phone_number_id, o.user, now)
+    results: list[list[bool]] = []
+    claimed: set[str] = set()
+    for g in groups:
+        flags = []
+        for o in g.outbound:
+            oid = o.item.outbound_id
+            flags.append(oid in inserted and oid not in claimed)
+            claimed.add(oid)
+        results.append(flags)
+
+    # Turns: a repeated turn id replaces the earlier record (the last one wins).
+    turns = {g.turn.turn_id: g.turn for g in groups if g.turn is not None}
+    if turns:
+        _replace_turns(conn, list(turns.values()))
+
+    # Sessions: the last snapshot of each chat wins.
+    sessions = {g.session.snapshot.chat: g.session for g in groups if g.session is not None}
+    for s in sessions.values():
+        snap = s.snapshot
+        _touch(touches, snap.chat, s.phone_number_id, s.user, now, snap.last_inbound_at)
+    touch_chats(conn, touches)
+    if sessions:
+        _replace_sessions(conn, list(sessions.values()), now)
+    return results
+
+
+def _replace_turns(conn: DuckDBPyConnection, turns: list[TurnRecord]) -> None:
+    columns = [
+        ("turn_id", "VARCHAR"),
+        ("chat", "VARCHAR"),
+        ("agent", "VARCHAR"),
+        ("engine", "VARCHAR"),
+        ("input_ids", "VARCHAR[]"),
+        ("reply_ids", "VARCHAR[]"),
+        ("tokens_in", "BIGINT"),
+        ("tokens_out", "BIGINT"),
+        ("latency_ms", "DOUBLE"),
+        ("outcome", "VARCHAR"),
+        ("error", "VARCHAR"),
+        ("started_at", "DOUBLE"),
+        ("finished_at", "DOUBLE"),
+    ]
+    source, params = rows_table(
+        columns,
+        [
+            (
+                t.turn_id,
+                t.chat,
+                t.agent,
+                t.engine,
+                list(t.input_ids),
+                list(t.reply_ids),
+                t.tokens_in,
+                t.tokens_out,
+                t.latency_ms,
+                t.outcome,
+                t.error,
+                t.started_at,
+                t.finished_at,
+            )
+            for t in turns
+        ],
+    )
+    names = column_names(columns)
+    conn.execute(f"INSERT OR REPLACE INTO turns ({names}) SELECT * FROM ({source})", params)
+    # The turn's input messages are processed now (a later turn over them wins).
+    consumed = {(mid, t.chat): t.turn_id for t in turns for mid in t.input_ids}
+    if consumed:
+        source, params = rows_table(
+            [("id", "VARCHAR"), ("chat", "VARCHAR"), ("turn_id", "VARCHAR")],
+            [(mid, chat, turn_id) for (mid, chat), turn_id in consumed.items()],
+        )
+        conn.execute(
+            f"UPDATE messages SET turn_id = u.turn_id FROM ({source}) u"
+            " WHERE messages.id = u.id AND messages.chat = u.chat AND messages.direction = 'in'",
+            params,
+        )
+
+
+def _replace_sessions(
+    conn: DuckDBPyConnection, sessions: list[PreparedSession], now: float
+) -> None:
+    source, params = rows_table(
+        [
+            ("chat", "VARCHAR"),
+            ("agent", "VARCHAR"),
+            ("handoff", "BOOLEAN"),
+            ("summary", "VARCHAR"),
+            ("state", "VARCHAR"),
+        ],
+        [
+            (snap.chat, snap.agent, snap.handoff, snap.summary, s.state_json)
+            for s in sessions
+            for snap in (s.snapshot,)
+        ],
+    )
+    conn.execute(
+        f"UPDATE chats SET agent = u.agent, handoff = u.handoff FROM ({source}) u"
+        " WHERE chats.chat = u.chat",
+        params,
+    )
+    conn.execute(
+        "INSERT OR REPLACE INTO sessions (chat, summary, state, updated_at)"
+        f" SELECT chat, summary, state, ? FROM ({source})",
+        [now, *params],
+    )
+
+
+def update_chat(
+    conn: DuckDBPyConnection,
+    chat: str,
+    phone_number_id: str,
+    user: str,
+    fields: dict[str, Any],
+    now: float,
+) -> None:
+    """Set the given chat fields (names from `CHAT_FIELDS` only), creating the chat if needed."""
+    unknown = set(fields) - set(CHAT_FIELDS)
+    if unknown:
+        raise ValueError(f"unknown chat fields: {sorted(unknown)}")
+    touch_chats(conn, {chat: _ChatTouch(phone_number_id, user, None, now)})
+    if not fields:
+        return
+    names = list(fields)
+    assignments = ", ".join(f"{name} = ?" for name in names)  # names are whitelisted above
+    conn.execute(
+        f"UPDATE chats SET {assignments}, updated_at = ? WHERE chat = ?",
+        [*(fields[name] for name in names), now, chat],
+    )
+
+
+INBOUND: WriteKind[InboundRow, bool] = WriteKind("inbound", 10, _insert_inbound)
+CONTACT: WriteKind[ContactUpdate, None] = WriteKind("contact", 15, _upsert_contacts)
+TURN_RESULTS: WriteKind[TurnResults, list[bool]] = WriteKind(
+    "turn_results", 20, _record_turn_results
+)

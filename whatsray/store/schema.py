@@ -1,0 +1,121 @@
+"""The store's schema, as an ordered list of migrations (see `migrations.py`).
+
+Never edit a released migration: add a new one. Conventions: times are unix seconds in DOUBLE
+columns; JSON documents (raw payloads, send bodies, session state) are VARCHAR holding JSON text;
+id lists are VARCHAR[]; a status history is a list of structs (appended in SQL, never rewritten).
+"""
+
+from __future__ import annotations
+
+from whatsray.store.migrations import Migration
+
+__all__ = ["MIGRATIONS", "SCHEMA_VERSION"]
+
+_V1 = (
+    # One row per user and business number (keyed by chat): what the admin search looks at.
+    """CREATE TABLE contacts (
+        chat VARCHAR PRIMARY KEY,
+        phone_number_id VARCHAR NOT NULL,
+        phone VARCHAR,
+        bsuid VARCHAR,
+        profile_name VARCHAR,
+        first_seen DOUBLE NOT NULL,
+        last_seen DOUBLE NOT NULL
+    )""",
+    # The conversation: who is in charge, handoff, and the last inbound time (24-hour window).
+    """CREATE TABLE chats (
+        chat VARCHAR PRIMARY KEY,
+        phone_number_id VARCHAR NOT NULL,
+        user_id VARCHAR NOT NULL,
+        agent VARCHAR,
+        handoff BOOLEAN NOT NULL DEFAULT false,
+        last_inbound_at DOUBLE,
+        created_at DOUBLE NOT NULL,
+        updated_at DOUBLE NOT NULL
+    )""",
+    # Arrival order: Meta's timestamps have one-second resolution, too coarse for a burst.
+    "CREATE SEQUENCE message_seq START 1",
+    # Both directions. id = wamid (inbound: a repeated insert is a no-op) or outbound id.
+    """CREATE TABLE messages (
+        id VARCHAR PRIMARY KEY,
+        seq BIGINT NOT NULL DEFAULT nextval('message_seq'),
+        chat VARCHAR NOT NULL,
+        direction VARCHAR NOT NULL CHECK (direction IN ('in', 'out')),
+        type VARCHAR NOT NULL,
+        text VARCHAR,
+        raw VARCHAR,
+        wamid VARCHAR,
+        status VARCHAR,
+        status_history STRUCT(status VARCHAR, changed_at DOUBLE, error_code INTEGER)[]
+            NOT NULL DEFAULT [],
+        turn_id VARCHAR,
+        created_at DOUBLE NOT NULL,
+        updated_at DOUBLE NOT NULL
+    )""",
+    """CREATE TABLE turns (
+        turn_id VARCHAR PRIMARY KEY,
+        chat VARCHAR NOT NULL,
+        agent VARCHAR,
+        engine VARCHAR,
+        input_ids VARCHAR[] NOT NULL,
+        reply_ids VARCHAR[] NOT NULL,
+        tokens_in BIGINT NOT NULL CHECK (tokens_in >= 0),
+        tokens_out BIGINT NOT NULL CHECK (tokens_out >= 0),
+        latency_ms DOUBLE NOT NULL,
+        outcome VARCHAR NOT NULL,
+        error VARCHAR,
+        started_at DOUBLE NOT NULL,
+        finished_at DOUBLE
+    )""",
+    # Session state beyond the chat row's agent / handoff / last inbound (see SessionSnapshot).
+    """CREATE TABLE sessions (
+        chat VARCHAR PRIMARY KEY,
+        summary VARCHAR,
+        state VARCHAR NOT NULL DEFAULT '{}',
+        updated_at DOUBLE NOT NULL
+    )""",
+    # The outbox ledger: recorded before the send, updated with the wamid after it.
+    """CREATE TABLE outbound (
+        outbound_id VARCHAR PRIMARY KEY,
+        chat VARCHAR NOT NULL,
+        phone_number_id VARCHAR NOT NULL,
+        recipient VARCHAR NOT NULL,
+        body VARCHAR NOT NULL,
+        turn_id VARCHAR,
+        part INTEGER NOT NULL CHECK (part >= 0),
+        status VARCHAR NOT NULL,
+        wamid VARCHAR,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        last_error VARCHAR,
+        last_error_code INTEGER,
+        created_at DOUBLE NOT NULL,
+        updated_at DOUBLE NOT NULL
+    )""",
+    "CREATE INDEX outbound_wamid ON outbound (wamid)",
+    """CREATE TABLE dead_letters (
+        id VARCHAR PRIMARY KEY,
+        outbound_id VARCHAR NOT NULL,
+        chat VARCHAR NOT NULL,
+        reason VARCHAR NOT NULL,
+        error_code INTEGER,
+        details VARCHAR,
+        created_at DOUBLE NOT NULL,
+        replayed_at DOUBLE,
+        replay_outbound_id VARCHAR
+    )""",
+    # Status webhooks can overtake `mark_sent` (Meta answers the send, then the webhook races
+    # the ledger update). They wait here and are merged when the wamid becomes known.
+    """CREATE TABLE early_statuses (
+        wamid VARCHAR NOT NULL,
+        status VARCHAR NOT NULL,
+        status_at DOUBLE NOT NULL,
+        error_code INTEGER,
+        received_at DOUBLE NOT NULL
+    )""",
+)
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(1, "contacts, chats, messages, turns, sessions, outbound, dead letters", _V1),
+)
+
+SCHEMA_VERSION = MIGRATIONS[-1].version

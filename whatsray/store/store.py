@@ -1,0 +1,426 @@
+"""`Store`: the one owner of the DuckDB file, with an async API that never blocks the loop.
+
+Threads: the writer thread (`GroupCommitWriter`) owns the connection, runs the migrations at
+start and applies every write in group-committed batches; one reader thread runs the reads on a
+cursor of that connection (DuckDB's MVCC: a read sees every committed write). The event loop only
+enqueues work and awaits futures. Writes resolve after their COMMIT, so "awaited" means durable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+import duckdb
+
+from whatsray.outbox.ledger import DeadLetter, OutboundItem, OutboundLedger, OutboundRecord
+from whatsray.store import chat_writes, reads
+from whatsray.store.chat_writes import (
+    CONTACT,
+    INBOUND,
+    TURN_RESULTS,
+    ContactUpdate,
+    PreparedOutbound,
+    PreparedSession,
+    TurnResults,
+)
+from whatsray.store.errors import StoreClosedError
+from whatsray.store.ledger_writes import (
+    ATTEMPT,
+    DEAD_LETTER,
+    FAILED,
+    SENT,
+    STATUS,
+    Attempt,
+    DeadLetterRequest,
+    Failure,
+    Sent,
+    StatusUpdate,
+    mark_dead_letter_replayed,
+)
+from whatsray.store.migrations import Migration, current_version, migrate
+from whatsray.store.records import (
+    ChatRecord,
+    Contact,
+    MessageRecord,
+    SessionSnapshot,
+    TurnRecord,
+    chat_string,
+)
+from whatsray.store.rows import dump_json, inbound_row
+from whatsray.store.schema import MIGRATIONS
+from whatsray.store.writer import GroupCommitWriter, WriteKind, WriteOp, WriterStats
+from whatsray.whatsapp.events import ChatKey, MessageEvent
+
+__all__ = ["UNSET", "Store"]
+
+T = TypeVar("T")
+P = TypeVar("P")
+
+
+class _Unset(enum.Enum):
+    UNSET = "UNSET"
+
+
+UNSET = _Unset.UNSET  # "leave this field as it is" (None is a value: no agent)
+
+
+def _new_dead_letter_id() -> str:
+    return f"dl_{uuid.uuid4().hex}"
+
+
+class Store:
+    """contacts, chats, messages, turns, sessions, the outbound ledger and dead letters.
+
+    Implements `whatsray.outbox.ledger.OutboundLedger`. Use as `async with Store(path) as s:`
+    or `await s.start()` ... `await s.close()`; `close()` applies every write queued before it.
+    """
+
+    def __init__(
+        self,
+        path: Path | str,
+        *,
+        batch_interval_s: float = 0.005,
+        max_batch: int = 500,
+        now: Callable[[], float] = time.time,
+        new_id: Callable[[], str] = _new_dead_letter_id,
+        migrations: Sequence[Migration] = MIGRATIONS,
+    ) -> None:
+        self.path = Path(path)
+        self._now = now
+        self._new_id = new_id
+        self._migrations = tuple(migrations)
+        self._writer = GroupCommitWriter(
+            self._connect,
+            on_open=self._on_open,
+            batch_interval_s=batch_interval_s,
+            max_batch=max_batch,
+        )
+        self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="whatsray-store-read")
+        self._cursor: duckdb.DuckDBPyConnection | None = None
+        self._open = False
+        self._closed = False
+        self.schema_version = 0
+        self.applied_migrations: list[int] = []
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    def _connect(self) -> duckdb.DuckDBPyConnection:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        return duckdb.connect(str(self.path))
+
+    def _on_open(self, conn: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection:
+        # Runs on the writer thread: migrations, then the reader's cursor.
+        self.applied_migrations = migrate(conn, self._migrations, now=self._now)
+        self.schema_version = current_version(conn)
+        return conn.cursor()
+
+    async def start(self) -> None:
+        """Open the file (creating it), migrate it, start the threads."""
+        if self._open or self._closed:
+            raise RuntimeError("a Store is started once")
+        self._cursor = await asyncio.wrap_future(self._writer.start())
+        self._open = True
+
+    async def close(self) -> None:
+        """Refuse new calls, finish the reads in flight, apply the queued writes, close."""
+        if self._closed:
+            return
+        self._closed = True
+        if not self._open:
+            self._reader.shutdown(wait=False)
+            return
+        self._open = False
+        await asyncio.to_thread(self._reader.shutdown, wait=True)
+        cursor, self._cursor = self._cursor, None
+        if cursor is None:
+            await asyncio.wrap_future(self._writer.stop())
+            return
+        # The reader's cursor closes first, so the writer's close is the last one (checkpoint).
+        closed: list[bool] = []
+
+        def close_cursor(_conn: duckdb.DuckDBPyConnection) -> None:
+            cursor.close()
+            closed.append(True)
+
+        await asyncio.wrap_future(self._writer.stop(before_close=close_cursor))
+        if not closed:  # the writer had died: nobody ran the hook
+            await asyncio.to_thread(cursor.close)
+
+    async def __aenter__(self) -> Store:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    @property
+    def stats(self) -> WriterStats:
+        """Group-commit counters (writes, commits, batches...) since start."""
+        return self._writer.stats
+
+    @property
+    def queue_depth(self) -> int:
+        return self._writer.queue_depth
+
+    async def ping(self) -> bool:
+        """Readiness: open, and a query round-trips through the reader thread."""
+        if not self._open or not self._writer.alive:
+            return False
+        try:
+            return await self._read(lambda cur: cur.execute("SELECT 1").fetchone() == (1,))
+        except (duckdb.Error, StoreClosedError):
+            return False
+
+    async def _write(self, kind: WriteKind[P, T], param: P) -> T:
+        if not self._open:
+            raise StoreClosedError("the store is not open")
+        return await asyncio.wrap_future(self._writer.submit(kind, param))
+
+    async def _write_op(self, op: WriteOp[T]) -> T:
+        if not self._open:
+            raise StoreClosedError("the store is not open")
+        return await asyncio.wrap_future(self._writer.submit_op(op))
+
+    async def _read(self, fn: Callable[[duckdb.DuckDBPyConnection], T]) -> T:
+        cursor = self._cursor
+        if not self._open or cursor is None:
+            raise StoreClosedError("the store is not open")
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._reader, fn, cursor)
+
+    # -- chats, contacts, messages, turns, sessions --------------------------------------------
+
+    async def record_inbound(self, event: MessageEvent) -> bool:
+        """Store an inbound message (and its chat and contact). False: this wamid is known."""
+        return await self._write(INBOUND, inbound_row(event, self._now()))
+
+    async def upsert_contact(
+        self,
+        chat: ChatKey | str,
+        *,
+        phone: str | None = None,
+        bsuid: str | None = None,
+        profile_name: str | None = None,
+        seen_at: float | None = None,
+    ) -> None:
+        """Add or update a contact; None leaves a known value as it is."""
+        key = _chat_key(chat)
+        seen = seen_at if seen_at is not None else self._now()
+        update = ContactUpdate(str(key), key.phone_number_id, phone, bsuid, profile_name, seen)
+        await self._write(CONTACT, update)
+
+    async def update_chat(
+        self,
+        chat: ChatKey | str,
+        *,
+        agent: str | _Unset | None = UNSET,
+        handoff: bool | _Unset = UNSET,
+        last_inbound_at: float | _Unset | None = UNSET,
+    ) -> None:
+        """Set the given fields of the chat (created if new); fields left UNSET are kept."""
+        key = _chat_key(chat)
+        given = {"agent": agent, "handoff": handoff, "last_inbound_at": last_inbound_at}
+        fields = {name: value for name, value in given.items() if value is not UNSET}
+        if "handoff" in fields and not isinstance(fields["handoff"], bool):
+            raise TypeError("handoff must be a bool")
+        now = self._now()
+        await self._write_op(
+            lambda conn: chat_writes.update_chat(
+                conn, str(key), key.phone_number_id, key.user, fields, now
+            )
+        )
+
+    async def record_turn(self, turn: TurnRecord) -> None:
+        """Record a turn; its input messages count as processed. Same id again: replaced."""
+        await self._write(TURN_RESULTS, TurnResults(self._now(), turn=turn))
+
+    async def save_session(self, snapshot: SessionSnapshot) -> None:
+        session = _prepare_session(snapshot)
+        await self._write(TURN_RESULTS, TurnResults(self._now(), session=session))
+
+    async def record_turn_results(
+        self,
+        turn: TurnRecord,
+        outbound: Sequence[OutboundItem] = (),
+        session: SessionSnapshot | None = None,
+    ) -> list[bool]:
+        """A turn's results in one transaction: the turn, its replies recorded in the outbound
+        ledger (pending; the outbox sends them), and the session snapshot. Returns, per reply,
+        whether it was new (False: already recorded by an earlier try of this turn)."""
+        results = TurnResults(
+            self._now(),
+            turn=turn,
+            outbound=tuple(_prepare_outbound(item) for item in outbound),
+            session=_prepare_session(session) if session is not None else None,
+        )
+        return await self._write(TURN_RESULTS, results)
+
+    async def load_session(self, chat: ChatKey | str) -> SessionSnapshot | None:
+        """What a session rebuilds from; None for a chat never seen."""
+        key = chat_string(chat)
+        return await self._read(lambda cur: reads.load_session(cur, key))
+
+    async def recent_messages(self, chat: ChatKey | str, limit: int = 50) -> list[MessageRecord]:
+        """The history window: the chat's last `limit` messages, oldest first."""
+        return await self.get_messages(chat, limit)
+
+    async def get_messages(
+        self, chat: ChatKey | str, limit: int = 50, before: int | None = None
+    ) -> list[MessageRecord]:
+        """A page of the chat, oldest first; `before` is a `seq` cursor (exclusive)."""
+        key = chat_string(chat)
+        _check_limit(limit)
+        return await self._read(lambda cur: reads.get_messages(cur, key, limit, before))
+
+    async def get_message(self, message_id: str) -> MessageRecord | None:
+        return await self._read(lambda cur: reads.get_message(cur, message_id))
+
+    async def pending_inbound(self, chat: ChatKey | str) -> list[MessageRecord]:
+        """Inbound messages stored but not consumed by any recorded turn, in arrival order."""
+        key = chat_string(chat)
+        return await self._read(lambda cur: reads.pending_inbound(cur, key))
+
+    async def get_chat(self, chat: ChatKey | str) -> ChatRecord | None:
+        key = chat_string(chat)
+        return await self._read(lambda cur: reads.get_chat(cur, key))
+
+    async def list_chats(self, limit: int = 50, offset: int = 0) -> list[ChatRecord]:
+        """Most recently active first."""
+        _check_limit(limit, offset)
+        return await self._read(lambda cur: reads.list_chats(cur, limit, offset))
+
+    async def get_contact(self, chat: ChatKey | str) -> Contact | None:
+        key = chat_string(chat)
+        return await self._read(lambda cur: reads.get_contact(cur, key))
+
+    async def search_contacts(self, q: str, limit: int = 20) -> list[Contact]:
+        """Contacts whose name, number, BSUID or chat contains `q` (case-insensitive)."""
+        _check_limit(limit)
+        if not q.strip():
+            return []
+        return await self._read(lambda cur: reads.search_contacts(cur, q, limit))
+
+    async def get_turn(self, turn_id: str) -> TurnRecord | None:
+        return await self._read(lambda cur: reads.get_turn(cur, turn_id))
+
+    async def list_turns(self, chat: ChatKey | str, limit: int = 50) -> list[TurnRecord]:
+        key = chat_string(chat)
+        _check_limit(limit)
+        return await self._read(lambda cur: reads.list_turns(cur, key, limit))
+
+    # -- the outbound ledger (OutboundLedger) ---------------------------------------------------
+
+    async def record_outbound(self, item: OutboundItem) -> bool:
+        """Record `item` as pending (0 attempts). False, and no change, if the id exists."""
+        results = TurnResults(self._now(), outbound=(_prepare_outbound(item),))
+        (recorded,) = await self._write(TURN_RESULTS, results)
+        return recorded
+
+    async def get_outbound(self, outbound_id: str) -> OutboundRecord | None:
+        return await self._read(lambda cur: reads.get_outbound(cur, outbound_id))
+
+    async def note_attempt(self, outbound_id: str, last_error: str | None = None) -> int:
+        """Count a send attempt before it is made; the new count. Unknown id: KeyError."""
+        return await self._write(ATTEMPT, Attempt(outbound_id, last_error, self._now()))
+
+    async def mark_sent(self, outbound_id: str, wamid: str) -> None:
+        await self._write(SENT, Sent(outbound_id, wamid, self._now()))
+
+    async def mark_failed(self, outbound_id: str, reason: str, error_code: int | None) -> None:
+        await self._write(FAILED, Failure(outbound_id, reason, error_code, self._now()))
+
+    async def add_dead_letter(
+        self, outbound_id: str, reason: str, error_code: int | None, details: str | None
+    ) -> str:
+        """Park the message (status "dead"); the dead letter's id. Repeats return the same id
+        until it is replayed. Unknown outbound id: `UnknownOutboundError` (a KeyError)."""
+        request = DeadLetterRequest(
+            outbound_id, reason, error_code, details, self._new_id(), self._now()
+        )
+        return await self._write(DEAD_LETTER, request)
+
+    async def get_dead_letter(self, dead_letter_id: str) -> DeadLetter | None:
+        return await self._read(lambda cur: reads.get_dead_letter(cur, dead_letter_id))
+
+    async def list_dead_letters(
+        self, limit: int = 50, include_replayed: bool = False, offset: int = 0
+    ) -> list[DeadLetter]:
+        """Newest first; replayed ones only when asked."""
+        _check_limit(limit, offset)
+        return await self._read(
+            lambda cur: reads.list_dead_letters(cur, limit, offset, include_replayed)
+        )
+
+    async def mark_dead_letter_replayed(
+        self, dead_letter_id: str, replay_outbound_id: str, at: float
+    ) -> None:
+        """Note the replay (first call wins; unknown ids are ignored)."""
+        await self._write_op(
+            lambda conn: mark_dead_letter_replayed(conn, dead_letter_id, replay_outbound_id, at)
+        )
+
+    async def apply_status(
+        self, wamid: str, status: str, at: float, error_code: int | None
+    ) -> str | None:
+        """Merge a status webhook monotonically; the resulting status, None for an unknown
+        wamid (kept, and merged if `mark_sent` later stores that wamid)."""
+        update = StatusUpdate(wamid, status, at, error_code, self._now())
+        return await self._write(STATUS, update)
+
+    # -- counts (tests, metrics) ----------------------------------------------------------------
+
+    async def count(self, table: str, **filters: Any) -> int:
+        """Rows of a table matching equality filters, e.g. `count("outbound", status="read")`."""
+        return await self._read(lambda cur: reads.count(cur, table, **filters))
+
+    async def count_messages(self, chat: ChatKey | str | None = None, **filters: Any) -> int:
+        if chat is not None:
+            filters["chat"] = chat_string(chat)
+        return await self.count("messages", **filters)
+
+    async def count_turns(self, chat: ChatKey | str | None = None, **filters: Any) -> int:
+        if chat is not None:
+            filters["chat"] = chat_string(chat)
+        return await self.count("turns", **filters)
+
+    async def count_outbound(self, status: str | None = None) -> int:
+        return await (self.count("outbound", status=status) if status else self.count("outbound"))
+
+    async def count_dead_letters(self) -> int:
+        return await self.count("dead_letters")
+
+    async def count_chats(self) -> int:
+        return await self.count("chats")
+
+    async def count_contacts(self) -> int:
+        return await self.count("contacts")
+
+
+def _chat_key(chat: ChatKey | str) -> ChatKey:
+    return chat if isinstance(chat, ChatKey) else ChatKey.parse(chat)
+
+
+def _prepare_outbound(item: OutboundItem) -> PreparedOutbound:
+    return PreparedOutbound(item, _chat_key(item.chat).user, dump_json(item.body))
+
+
+def _prepare_session(snapshot: SessionSnapshot) -> PreparedSession:
+    # JSON-encoded here, so a state that cannot be stored fails at the call, not in a batch.
+    key = _chat_key(snapshot.chat)
+    return PreparedSession(snapshot, key.phone_number_id, key.user, dump_json(snapshot.state))
+
+
+def _check_limit(limit: int, offset: int = 0) -> None:
+    if limit < 1 or offset < 0:
+        raise ValueError(f"limit must be >= 1 and offset >= 0 (got {limit}, {offset})")
+
+
+def _implements_ledger(store: Store) -> OutboundLedger:
+    return store  # mypy checks that Store satisfies the protocol
