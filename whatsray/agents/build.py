@@ -1,0 +1,68 @@
+"""Everything `agents.yaml` describes, built and wired: engines, agents and the router.
+
+The Ray edge may build its pieces one by one instead (an agent pool per agent, the router in its
+own actor); this is the whole set in one process, for local runs and tests. Engines are shared:
+agents naming the same engine (and model) use one engine object, so one llama.cpp model is loaded
+once. `close()` closes each engine once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from whatsray.agents.agent import Agent, AgentTurnRequest, AgentTurnResult
+from whatsray.agents.config import AgentsConfig, EngineSpec
+from whatsray.agents.router import Router
+from whatsray.llm import ChatEngine, build_engine
+
+__all__ = ["AgentRuntime", "EngineFactory", "build_runtime"]
+
+EngineFactory = Callable[[Mapping[str, Any]], ChatEngine]
+
+
+@dataclass
+class AgentRuntime:
+    config: AgentsConfig
+    agents: dict[str, Agent]
+    router: Router
+    engines: list[ChatEngine] = field(default_factory=list)  # owned: closed by `close()`
+
+    async def run(self, agent: str, request: AgentTurnRequest) -> AgentTurnResult:
+        """Run a turn on the named agent (the pipeline's `AgentsPort`)."""
+        return await self.agents[agent].run(request)
+
+    async def close(self) -> None:
+        engines, self.engines = self.engines, []
+        for engine in engines:
+            await engine.close()
+
+
+async def build_runtime(
+    config: AgentsConfig, *, engine_factory: EngineFactory = build_engine
+) -> AgentRuntime:
+    """Build every engine, agent and the router; if anything fails, close what was built."""
+    cache: dict[str, ChatEngine] = {}
+    built: list[ChatEngine] = []
+
+    def engine_for(spec: EngineSpec) -> ChatEngine:
+        key = repr(sorted(spec.as_dict().items()))
+        if key not in cache:
+            cache[key] = engine_factory(spec.as_dict())
+            built.append(cache[key])
+        return cache[key]
+
+    try:
+        agents = {
+            name: Agent(config.agent(name), engine_for(config.engine_for(name)))
+            for name in config.names
+        }
+        classifier_spec = config.classifier_engine()
+        classifier = engine_for(classifier_spec) if classifier_spec is not None else None
+        router = Router(config, classifier)
+    except BaseException:
+        for engine in built:
+            await engine.close()
+        raise
+    return AgentRuntime(config, agents, router, built)

@@ -1,0 +1,272 @@
+"""The Router: picks the agent for a turn. Explicit rules first, then an LLM classifier, then a
+deterministic fallback, so a turn is always routed even with the LLM down.
+
+Order (docs/agents.md, "Routing order"): handoff, commands, interactive reply ids, keywords,
+patterns, the sticky current agent, the classifier, the default agent. Every decision says which
+path made it (`RouteDecision.reason`), and the router counts them for metrics.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from whatsray.agents.config import AGENT_COMMAND, AgentsConfig, AgentSpec
+from whatsray.llm import ChatEngine, ChatMessage, LLMTimeout
+from whatsray.whatsapp.events import MessageEvent
+from whatsray.whatsapp.message_content import ButtonContent, InteractiveContent
+
+__all__ = [
+    "FallbackCause",
+    "RouteDecision",
+    "RouteReason",
+    "RouteRequest",
+    "Router",
+    "parse_classifier_answer",
+]
+
+log = logging.getLogger(__name__)
+
+RouteReason = Literal[
+    "command",
+    "interactive",
+    "keyword",
+    "pattern",
+    "sticky",
+    "handoff",
+    "classifier",
+    "fallback",
+]
+# Why the fallback decided: the classifier was off, had nothing to read, failed, was late or
+# answered something that is not an agent.
+FallbackCause = Literal["disabled", "single_agent", "no_text", "error", "timeout", "invalid_answer"]
+
+_CLASSIFIER_MAX_INPUT_CHARS = 1000  # the newest text is what matters; keep the prompt small
+_CLASSIFIER_MAX_TOKENS = 12
+
+
+@dataclass(frozen=True, slots=True)
+class RouteRequest:
+    """What the router needs of a turn. `idle_s`: seconds since the chat's previous turn (None
+    when there was none); it decides whether the current agent still holds the chat."""
+
+    chat: str
+    texts: tuple[str, ...] = ()  # the turn's input messages' words, oldest first
+    interactive_ids: tuple[str, ...] = ()  # ids of tapped buttons and list rows, oldest first
+    current_agent: str | None = None
+    handoff: bool = False
+    idle_s: float | None = None
+
+    @classmethod
+    def from_events(
+        cls,
+        chat: str,
+        events: Sequence[MessageEvent],
+        *,
+        current_agent: str | None = None,
+        handoff: bool = False,
+        idle_s: float | None = None,
+    ) -> RouteRequest:
+        texts = tuple(t for t in (e.text for e in events) if t)
+        ids: list[str] = []
+        for event in events:
+            content = event.content
+            if isinstance(content, InteractiveContent) and content.reply_id:
+                ids.append(content.reply_id)
+            elif isinstance(content, ButtonContent) and content.payload:
+                ids.append(content.payload)
+        return cls(chat, texts, tuple(ids), current_agent, handoff, idle_s)
+
+
+@dataclass(frozen=True, slots=True)
+class RouteDecision:
+    """`agent` is None only for `handoff` (no agent runs). `detail` says what matched: the
+    command, reply id, keywords or pattern, or the error; `classifier_answer` is the raw answer."""
+
+    agent: str | None
+    reason: RouteReason
+    detail: str | None = None
+    fallback_cause: FallbackCause | None = None
+    classifier_answer: str | None = None
+    classifier_latency_ms: float | None = None
+
+
+def parse_classifier_answer(answer: str, names: Sequence[str]) -> str | None:
+    """The agent named in a model's answer, or None. Tolerant of case, quotes, punctuation, a
+    sentence around the name or JSON; strict about meaning: exactly one known name must appear."""
+    cleaned = answer.strip().strip("`'\".,:;!* \n").lower()
+    if cleaned in names:
+        return cleaned
+    found = {n for n in names if re.search(rf"(?<![\w-]){re.escape(n)}(?![\w-])", answer.lower())}
+    return found.pop() if len(found) == 1 else None
+
+
+class Router:
+    """Plain class; the Ray actor wraps it. `classifier` is the engine the classifier asks (None:
+    no classifier). The engine belongs to the caller, who closes it."""
+
+    def __init__(
+        self,
+        config: AgentsConfig,
+        classifier: ChatEngine | None = None,
+        *,
+        monotonic: Callable[[], float] = time.perf_counter,
+    ) -> None:
+        self._config = config
+        self._agents = {a.name: a for a in config.agents}
+        self._names = tuple(self._agents)
+        self._classifier = classifier if config.router.classifier else None
+        self._monotonic = monotonic
+        self._commands = {c: a.name for a in config.agents for c in a.routing.commands}
+        self._keywords = {
+            a.name: [(k, _phrase_regex(k)) for k in a.routing.keywords] for a in config.agents
+        }
+        self._patterns = {
+            a.name: [re.compile(p) for p in a.routing.patterns] for a in config.agents
+        }
+        self._system_prompt = _classifier_prompt(config.agents)
+        self.counts: Counter[str] = Counter()  # decisions by reason, and fallbacks by cause
+
+    @property
+    def agent_names(self) -> tuple[str, ...]:
+        return self._names
+
+    async def route(self, request: RouteRequest) -> RouteDecision:
+        decision = self._by_rules(request) or await self._by_classifier(request)
+        self.counts[decision.reason] += 1
+        if decision.fallback_cause:
+            self.counts[f"fallback:{decision.fallback_cause}"] += 1
+        return decision
+
+    # --- explicit rules ----------------------------------------------------------------------
+
+    def _by_rules(self, request: RouteRequest) -> RouteDecision | None:
+        if request.handoff:
+            return RouteDecision(None, "handoff", "a person has taken over this chat")
+        newest_first = request.texts[::-1]
+        for text in newest_first:
+            decision = self._command(text)
+            if decision:
+                return decision
+        for reply_id in request.interactive_ids[::-1]:
+            for agent in self._config.agents:
+                prefix = next(
+                    (p for p in agent.routing.interactive_prefixes if reply_id.startswith(p)), None
+                )
+                if prefix is not None:
+                    return RouteDecision(agent.name, "interactive", reply_id)
+        joined = "\n".join(request.texts)
+        return (
+            self._keyword(joined, request.current_agent)
+            or self._pattern(newest_first)
+            or self._sticky(request)
+        )
+
+    def _command(self, text: str) -> RouteDecision | None:
+        words = text.strip().split()
+        if not words or not words[0].startswith("/"):
+            return None
+        command = words[0].lower()
+        if command == AGENT_COMMAND:
+            target = words[1].lower() if len(words) > 1 else None
+            if target in self._agents:
+                return RouteDecision(target, "command", f"{AGENT_COMMAND} {target}")
+            return None  # `/agent` alone or an unknown name: let the other rules decide
+        agent = self._commands.get(command)
+        return RouteDecision(agent, "command", command) if agent else None
+
+    def _keyword(self, text: str, current: str | None) -> RouteDecision | None:
+        """The agent with the most distinct keywords in the text; ties go to the current agent,
+        then to the agent declared first."""
+        best: tuple[int, str, list[str]] | None = None
+        for name in self._names:
+            hits = [k for k, regex in self._keywords[name] if regex.search(text)]
+            if not hits:
+                continue
+            score = len(hits)
+            if best is None or score > best[0] or (score == best[0] and name == current):
+                best = (score, name, hits)
+        if best is None:
+            return None
+        return RouteDecision(best[1], "keyword", ", ".join(best[2]))
+
+    def _pattern(self, texts: Sequence[str]) -> RouteDecision | None:
+        for text in texts:
+            for name in self._names:
+                for regex in self._patterns[name]:
+                    if regex.search(text):
+                        return RouteDecision(name, "pattern", regex.pattern)
+        return None
+
+    def _sticky(self, request: RouteRequest) -> RouteDecision | None:
+        current = request.current_agent
+        if current is None or current not in self._agents:
+            return None  # a chat whose agent was removed from the config is routed afresh
+        limit = self._config.router.sticky_idle_s
+        if request.idle_s is not None and request.idle_s >= limit:
+            return None
+        return RouteDecision(current, "sticky")
+
+    # --- classifier, then fallback --------------------------------------------------------------
+
+    async def _by_classifier(self, request: RouteRequest) -> RouteDecision:
+        if self._classifier is None:
+            return self._fallback("disabled")
+        if len(self._names) == 1:
+            return self._fallback("single_agent")
+        text = "\n".join(t.strip() for t in request.texts if t.strip())
+        if not text:
+            return self._fallback("no_text")
+        text = text[-_CLASSIFIER_MAX_INPUT_CHARS:]
+        messages = [ChatMessage.system(self._system_prompt), ChatMessage.user(text)]
+        timeout = self._config.router.classifier_timeout_s
+        started = self._monotonic()
+        try:
+            async with asyncio.timeout(timeout):
+                reply = await self._classifier.chat(
+                    messages, max_tokens=_CLASSIFIER_MAX_TOKENS, temperature=0.0, timeout_s=timeout
+                )
+        except (TimeoutError, LLMTimeout):
+            return self._fallback("timeout", f"no answer within {timeout} s")
+        except Exception as exc:  # any engine failure: routing must still decide
+            log.warning("router: classifier failed for chat %s: %r", request.chat, exc)
+            return self._fallback("error", f"{type(exc).__name__}: {exc}")
+        latency_ms = (self._monotonic() - started) * 1000.0
+        agent = parse_classifier_answer(reply.content, self._names)
+        if agent is None:
+            log.info("router: classifier answered %r, not an agent name", reply.content[:200])
+            return self._fallback("invalid_answer", None, reply.content, latency_ms)
+        return RouteDecision(agent, "classifier", None, None, reply.content, latency_ms)
+
+    def _fallback(
+        self,
+        cause: FallbackCause,
+        detail: str | None = None,
+        answer: str | None = None,
+        latency_ms: float | None = None,
+    ) -> RouteDecision:
+        agent = self._config.router.default_agent
+        return RouteDecision(agent, "fallback", detail, cause, answer, latency_ms)
+
+
+def _phrase_regex(phrase: str) -> re.Pattern[str]:
+    """A keyword as whole words: `open` matches "are you open?" but not "opener"."""
+    words = (re.escape(w) for w in phrase.split())
+    return re.compile(r"(?<!\w)" + r"\s+".join(words) + r"(?!\w)", re.IGNORECASE)
+
+
+def _classifier_prompt(agents: Sequence[AgentSpec]) -> str:
+    lines = "\n".join(f"- {a.name}: {' '.join(a.description.split())}" for a in agents)
+    names = ", ".join(a.name for a in agents)
+    return (
+        "You route WhatsApp messages to the right agent. The agents are:\n"
+        f"{lines}\n\n"
+        "Read the user's message and answer with exactly one agent name from this list: "
+        f"{names}. Answer with the name only: no other words, no punctuation."
+    )
