@@ -119,6 +119,10 @@ class OutboundLedger(Protocol):
 
     async def get_outbound(self, outbound_id: str) -> OutboundRecord | None: ...
 
+    async def pending_outbound(self, phone_number_id: str, limit: int) -> list[OutboundRecord]:
+        """Records of this number still "pending", oldest first: what a restarted outbox sends."""
+        ...
+
     async def note_attempt(self, outbound_id: str, last_error: str | None = None) -> int:
         """Count one more send attempt *before* it is made; returns the new count.
 
@@ -186,6 +190,14 @@ class InMemoryLedger:
 
     async def get_outbound(self, outbound_id: str) -> OutboundRecord | None:
         return self.records.get(outbound_id)
+
+    async def pending_outbound(self, phone_number_id: str, limit: int) -> list[OutboundRecord]:
+        pending = [
+            r
+            for r in self.records.values()
+            if r.phone_number_id == phone_number_id and r.status == "pending"
+        ]
+        return sorted(pending, key=lambda r: (r.created_at, r.part))[:limit]
 
     async def note_attempt(self, outbound_id: str, last_error: str | None = None) -> int:
         async with self._lock:

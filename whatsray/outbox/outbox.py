@@ -149,12 +149,7 @@ class Outbox:
         sent, dead-lettered, or found already done.
         """
         self._check_open()
-        for item in items:
-            if item.phone_number_id != self.phone_number_id:
-                raise ValueError(
-                    f"item {item.outbound_id!r} is for number {item.phone_number_id!r}, "
-                    f"this outbox sends for {self.phone_number_id!r}"
-                )
+        self._check_number(items)
         for item in items:  # record before send: from here on a resubmit cannot double-send
             if await self._ledger.record_outbound(item):
                 self.stats.submitted += 1
@@ -170,6 +165,49 @@ class Outbox:
             for index, record in zip(indexes, records, strict=True):
                 results[index] = record
         return [record for record in results if record is not None]
+
+    async def dispatch(self, items: Sequence[OutboundItem]) -> None:
+        """`submit` in the background: returns at once; failures are logged and dead-lettered.
+
+        For callers that have already made the items durable (a turn's commit records its
+        replies with the turn) and must not wait for Meta: the session host acks on commit.
+        """
+        self._check_open()
+        self._check_number(items)
+        self._spawn(self._submit_logged(items))
+
+    async def resume_pending(self, limit: int = 10_000) -> int:
+        """Send what a previous outbox recorded but never finished (call once at start).
+
+        Records with attempts > 0 go through the usual grace wait for a status webhook first,
+        so a message that did reach Meta before the crash is not sent again.
+        """
+        records = await self._ledger.pending_outbound(self.phone_number_id, limit)
+        if records:
+            log.info("resuming %d pending outbound message(s)", len(records))
+            self._spawn(self._submit_logged([record.to_item() for record in records]))
+        return len(records)
+
+    async def mark_read(self, message_id: str, typing_indicator: bool = False) -> None:
+        """Blue ticks on `message_id` (and earlier ones), optionally with the typing indicator."""
+        self._check_open()
+        await self._graph.mark_as_read(message_id, typing_indicator=typing_indicator)
+
+    async def _submit_logged(self, items: Sequence[OutboundItem]) -> None:
+        try:
+            await self.submit(items)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # the records stay pending: resume_pending sends them later
+            log.exception("background send of %s failed", [i.outbound_id for i in items])
+
+    def _check_number(self, items: Sequence[OutboundItem]) -> None:
+        for item in items:
+            if item.phone_number_id != self.phone_number_id:
+                raise ValueError(
+                    f"item {item.outbound_id!r} is for number {item.phone_number_id!r}, "
+                    f"this outbox sends for {self.phone_number_id!r}"
+                )
 
     async def replay_dead_letter(self, dead_letter_id: str) -> OutboundRecord:
         """Send a dead letter's message again, under `replay_outbound_id(...)`.

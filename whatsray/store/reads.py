@@ -172,6 +172,19 @@ def get_outbound(cur: DuckDBPyConnection, outbound_id: str) -> OutboundRecord | 
     return outbound_from_row(row) if row is not None else None
 
 
+def pending_outbound(
+    cur: DuckDBPyConnection, phone_number_id: str, limit: int
+) -> list[OutboundRecord]:
+    """Oldest first, parts of one reply in order."""
+    rows = _rows(
+        cur,
+        "SELECT * FROM outbound WHERE phone_number_id = ? AND status = 'pending'"
+        " ORDER BY created_at, part LIMIT ?",
+        [phone_number_id, limit],
+    )
+    return [outbound_from_row(row) for row in rows]
+
+
 def get_dead_letter(cur: DuckDBPyConnection, dead_letter_id: str) -> DeadLetter | None:
     row = _one(
         cur,

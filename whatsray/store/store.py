@@ -326,6 +326,9 @@ class Store:
     async def get_outbound(self, outbound_id: str) -> OutboundRecord | None:
         return await self._read(lambda cur: reads.get_outbound(cur, outbound_id))
 
+    async def pending_outbound(self, phone_number_id: str, limit: int) -> list[OutboundRecord]:
+        return await self._read(lambda cur: reads.pending_outbound(cur, phone_number_id, limit))
+
     async def note_attempt(self, outbound_id: str, last_error: str | None = None) -> int:
         """Count a send attempt before it is made; the new count. Unknown id: KeyError."""
         return await self._write(ATTEMPT, Attempt(outbound_id, last_error, self._now()))

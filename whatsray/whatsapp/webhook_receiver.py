@@ -6,8 +6,9 @@ over, and a handy tool on its own: point Meta (or the emulator) at it to see exa
 
 from __future__ import annotations
 
+import inspect
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -20,12 +21,28 @@ from whatsray.whatsapp.webhook import WebhookRejected, accept_webhook, read_limi
 
 log = logging.getLogger(__name__)
 
-EventSink = Callable[[list[Event]], None]
+# Called with the events of each accepted POST before the 200 goes out. It may be async, and may
+# raise `WebhookRejected` (e.g. 503 when the events could not be stored, so Meta retries).
+EventSink = Callable[[list[Event]], Awaitable[None] | None]
 
 
 def create_webhook_receiver(
     *, app_secret: str, verify_token: str, on_events: EventSink, path: str = "/webhook"
 ) -> Starlette:
+    async def health(request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    routes = webhook_routes(
+        app_secret=app_secret, verify_token=verify_token, on_events=on_events, path=path
+    )
+    return Starlette(routes=[*routes, Route("/health", health, methods=["GET"])])
+
+
+def webhook_routes(
+    *, app_secret: str, verify_token: str, on_events: EventSink, path: str = "/webhook"
+) -> list[Route]:
+    """`GET path` (Meta's handshake) and `POST path` (signed updates), for any Starlette app."""
+
     async def handshake(request: Request) -> Response:
         challenge = verify_handshake(request.query_params, verify_token)
         if challenge is None:
@@ -37,19 +54,12 @@ def create_webhook_receiver(
         try:
             body = await read_limited_body(request.stream(), request.headers.get("content-length"))
             events = accept_webhook(app_secret, body, request.headers.get(SIGNATURE_HEADER))
+            stored = on_events(events)
+            if inspect.isawaitable(stored):
+                await stored
         except WebhookRejected as rejected:
             log.warning("webhook rejected: %s", rejected)
             return JSONResponse({"error": rejected.reason}, status_code=rejected.status)
-        on_events(events)
         return PlainTextResponse("OK")
 
-    async def health(request: Request) -> Response:
-        return JSONResponse({"status": "ok"})
-
-    return Starlette(
-        routes=[
-            Route(path, handshake, methods=["GET"]),
-            Route(path, receive, methods=["POST"]),
-            Route("/health", health, methods=["GET"]),
-        ]
-    )
+    return [Route(path, handshake, methods=["GET"]), Route(path, receive, methods=["POST"])]
