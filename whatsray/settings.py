@@ -51,6 +51,14 @@ class Settings(BaseSettings):
 
     # Inbox. None in local mode means "start the embedded Valkey".
     redis_url: str | None = None
+    partitions: int = Field(default=2, ge=1, le=256)  # one SessionHost actor each
+
+    # Agents: who answers and with which engine (configs/agents.yaml).
+    agents_file: Path = Path("configs/agents.yaml")
+    # Put every agent on this engine of agents.yaml (e.g. `scripted` for tests and benchmarks).
+    engine_override: str | None = None
+    agent_pool_size: int = Field(default=1, ge=1, le=64)  # agent worker actors per agent
+    session_idle_timeout_s: float = Field(default=3600.0, gt=0)
 
     # Local mode: where the built-in emulator listens.
     http_port: int = Field(default=8000, ge=1, le=65535)

@@ -1,0 +1,78 @@
+"""The ingress deployment: Meta's webhook, health and readiness (and, mounted, the admin API).
+
+The POST path makes no actor call: verify the signature on the raw bytes, parse, dedupe + append to
+the inbox, answer. 200 only after the inbox acknowledged the append; 503 when it could not.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse
+from starlette.routing import BaseRoute
+
+from whatsray.inbox import Inbox
+from whatsray.pipeline.ingest import InboxSink
+from whatsray.whatsapp.webhook_receiver import webhook_routes
+
+log = logging.getLogger(__name__)
+
+READY_TIMEOUT_S = 2.0
+
+
+class Ingress:
+    async def __init__(  # type: ignore[misc]  # Serve awaits async constructors
+        self, start: Callable[[], Awaitable[dict[str, Any]]]
+    ) -> None:
+        # `start` (from the composition root) creates or finds every actor of the platform.
+        self.platform = await start()
+        self._inbox = Inbox.from_url(
+            self.platform["redis_url"], partitions=self.platform["partitions"]
+        )
+
+    def __serve_build_asgi_app__(self) -> FastAPI:
+        platform = self.platform
+        routes: list[BaseRoute] = [
+            *webhook_routes(
+                app_secret=platform["app_secret"],
+                verify_token=platform["verify_token"],
+                on_events=InboxSink(self._inbox),
+            )
+        ]
+        app = FastAPI(title="whatsray", routes=routes)
+
+        @app.get("/health", summary="Liveness: the ingress answers")
+        async def health() -> dict[str, str]:
+            return {"status": "ok"}
+
+        @app.get("/ready", summary="Readiness: inbox, store and session hosts reachable")
+        async def ready() -> JSONResponse:
+            checks = await self.readiness()
+            body: dict[str, Any] = {"ready": all(checks.values()), "checks": checks}
+            if platform.get("emulator_url"):
+                body["emulator_url"] = platform["emulator_url"]
+            return JSONResponse(body, status_code=200 if body["ready"] else 503)
+
+        return app
+
+    async def readiness(self) -> dict[str, bool]:
+        hosts: Sequence[Any] = self.platform["session_hosts"]
+        names = ["inbox", "store", *(f"session_host_{p}" for p in range(len(hosts)))]
+        probes = [
+            self._inbox.ping(),
+            self.platform["store"].call.remote("ping"),
+            *(host.ping.remote() for host in hosts),
+        ]
+        results = await asyncio.gather(
+            *(asyncio.wait_for(_awaitable(p), READY_TIMEOUT_S) for p in probes),
+            return_exceptions=True,
+        )
+        return {name: result is True for name, result in zip(names, results, strict=True)}
+
+
+async def _awaitable(probe: Any) -> Any:
+    return await probe

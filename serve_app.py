@@ -1,0 +1,156 @@
+"""The composition root: settings, actor names and options, and the Serve application.
+
+`serve run serve_app:app` (or `serve run configs/local.yaml`) imports this module; the ingress
+replica then calls `Platform.start()`, which creates every actor of the platform, or finds it when
+it already runs (named, detached, `get_if_exists`). Ray restarts any of them that dies
+(`max_restarts=-1`), and each rebuilds its state from the inbox and the store.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import ray
+from ray import serve
+
+from actors.agents import AgentWorker, RouterActor, load_config
+from actors.ingress import Ingress
+from actors.local_services import LocalServices
+from actors.outbox import OutboxActor
+from actors.session_host import SessionHost
+from actors.store import StoreActor
+from whatsray.settings import Settings, load_settings, resolve_local_secrets
+from whatsray.whatsapp.emulator import DEFAULT_PHONE_NUMBER_ID, EmulatorConfig
+
+NAMESPACE = "whatsray"
+
+# I/O-bound actors: no CPU reserved (a 2-core node would otherwise fit two), many calls at once.
+ACTOR_OPTIONS: dict[str, Any] = {
+    "namespace": NAMESPACE,
+    "lifetime": "detached",
+    "get_if_exists": True,
+    "max_restarts": -1,
+    "max_task_retries": -1,  # at-least-once: every remote method is idempotent
+    "num_cpus": 0,
+    "max_concurrency": 1000,
+}
+
+
+def _secret(settings: Settings, name: str) -> str:
+    value = getattr(settings, name)
+    if value is None:
+        raise ValueError(f"WHATSRAY_{name.upper()} is required")
+    secret: str = value.get_secret_value()
+    return secret
+
+
+@dataclass(frozen=True)
+class Platform:
+    """Creates (or finds) the platform's actors. Picklable: it travels to the ingress replica."""
+
+    settings: Settings
+
+    def _actor(self, cls: type, name: str, *args: Any, **kwargs: Any) -> Any:
+        return ray.remote(cls).options(name=name, **ACTOR_OPTIONS).remote(*args, **kwargs)
+
+    @property
+    def phone_number_ids(self) -> list[str]:
+        return self.settings.phone_number_ids or [DEFAULT_PHONE_NUMBER_ID]
+
+    async def start(self) -> dict[str, Any]:
+        s = self.settings
+        local = s.mode == "local"
+        graph_url, redis_url, emulator_url = s.graph_api_base_url, s.redis_url, None
+        if local:
+            services = self._actor(
+                LocalServices,
+                "local-services",
+                str(s.data_dir),
+                s.emulator_port,
+                EmulatorConfig(
+                    app_secret=_secret(s, "app_secret"),
+                    access_token=_secret(s, "access_token"),
+                    phone_numbers=tuple(self.phone_number_ids),
+                    webhook_url=f"http://127.0.0.1:{s.http_port}/webhook",
+                    throughput_mps=s.throughput_mps,
+                ),
+            )
+            urls = await services.urls.remote()
+            redis_url = redis_url or urls["redis"]
+            graph_url = emulator_url = urls["emulator"]
+        assert redis_url is not None, "settings validation requires a Redis URL on a cluster"
+        store = self._actor(StoreActor, "store", str(s.data_dir / "whatsray.duckdb"))
+        outboxes = {
+            pnid: self._actor(
+                OutboxActor,
+                f"outbox-{pnid}",
+                pnid,
+                store,
+                access_token=_secret(s, "access_token"),
+                graph_api_base_url=graph_url,
+                graph_api_version=s.graph_api_version,
+                throughput_mps=s.throughput_mps,
+            )
+            for pnid in self.phone_number_ids
+        }
+        agents_file, override = str(s.agents_file), s.engine_override
+        router = self._actor(RouterActor, "router", agents_file, override)
+        workers = {
+            name: [
+                self._actor(AgentWorker, f"agent-{name}-{i}", agents_file, name, override)
+                for i in range(s.agent_pool_size)
+            ]
+            for name in load_config(agents_file, override).names
+        }
+        hosts = [
+            self._actor(
+                SessionHost,
+                f"session-host-{p}",
+                p,
+                redis_url=redis_url,
+                partitions=s.partitions,
+                store=store,
+                router=router,
+                agent_workers=workers,
+                outboxes=outboxes,
+                agents_file=agents_file,
+                engine_override=override,
+                idle_timeout_s=s.session_idle_timeout_s,
+            )
+            for p in range(s.partitions)
+        ]
+        return {
+            "redis_url": redis_url,
+            "partitions": s.partitions,
+            "app_secret": _secret(s, "app_secret"),
+            "verify_token": _secret(s, "verify_token"),
+            "admin_token": _secret(s, "admin_token"),
+            "phone_number_ids": self.phone_number_ids,
+            "emulator_url": emulator_url,
+            "store": store,
+            "outboxes": outboxes,
+            "router": router,
+            "session_hosts": hosts,
+        }
+
+
+def build_app(settings: Settings | None = None) -> Any:
+    settings = resolve_local_secrets(settings or load_settings())
+    # Actors may start in another working directory: hand them absolute paths.
+    settings = settings.model_copy(
+        update={
+            "data_dir": settings.data_dir.resolve(),
+            "agents_file": settings.agents_file.resolve(),
+        }
+    )
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    deployment = serve.deployment(
+        name="ingress",
+        ray_actor_options={"num_cpus": 0},
+        max_ongoing_requests=1000,
+    )(serve.ingress()(Ingress))
+    return deployment.bind(Platform(settings).start)
+
+
+app = build_app()
