@@ -75,9 +75,10 @@ class Platform:
                     webhook_url=f"http://127.0.0.1:{s.http_port}/webhook",
                     throughput_mps=s.throughput_mps,
                 ),
+                redis_url,
             )
             urls = await services.urls.remote()
-            redis_url = redis_url or urls["redis"]
+            redis_url = urls["redis"]
             graph_url = emulator_url = urls["emulator"]
         assert redis_url is not None, "settings validation requires a Redis URL on a cluster"
         store = self._actor(StoreActor, "store", str(s.data_dir / "whatsray.duckdb"))

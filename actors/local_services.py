@@ -15,9 +15,14 @@ from whatsray.whatsapp.emulator import EmulatorConfig, create_emulator_app
 
 
 class LocalServices:
-    def __init__(self, data_dir: str, emulator_port: int, emulator: EmulatorConfig) -> None:
-        self._valkey = EmbeddedValkey(Path(data_dir))
-        self._redis_url = self._valkey.start()  # AOF in the data dir: survives restarts
+    def __init__(
+        self, data_dir: str, emulator_port: int, emulator: EmulatorConfig, redis_url: str | None
+    ) -> None:
+        self._valkey: EmbeddedValkey | None = None
+        if redis_url is None:  # an embedded Valkey, its AOF in the data dir: survives restarts
+            self._valkey = EmbeddedValkey(Path(data_dir))
+            redis_url = self._valkey.start()
+        self._redis_url = redis_url
         self._emulator_url = f"http://127.0.0.1:{emulator_port}"
         server = uvicorn.Server(
             uvicorn.Config(
@@ -36,4 +41,5 @@ class LocalServices:
     async def stop(self) -> None:
         self._server.should_exit = True
         await self._serving
-        self._valkey.stop()
+        if self._valkey is not None:
+            self._valkey.stop()

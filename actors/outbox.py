@@ -48,7 +48,7 @@ class OutboxActor:
         self._outbox = Outbox(
             phone_number_id,
             graph,
-            cast(OutboundLedger, ActorProxy(ledger)),
+            cast(OutboundLedger, ledger),
             throughput_mps=throughput_mps,
             window_lookup=window,
         )

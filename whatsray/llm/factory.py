@@ -50,6 +50,7 @@ class ScriptedSpec(_Spec):
     rules: list[KeywordRule] | None = None
     default: str = "I don't know."
     model: str = "scripted"
+    latency_s: float = Field(0.0, ge=0)  # every call takes this long, like a model would
 
 
 class OpenAISpec(_Spec):
@@ -100,13 +101,19 @@ def _build_scripted(
     if mode == "replies":
         if not spec.replies:
             raise ValueError("scripted engine: mode 'replies' needs a non-empty 'replies' list")
-        return ScriptedEngine(spec.replies, cycle=spec.cycle, name=name, model=spec.model)
+        return ScriptedEngine(
+            spec.replies, cycle=spec.cycle, name=name, model=spec.model, latency_s=spec.latency_s
+        )
     if mode == "rules":
         if not spec.rules:
             raise ValueError("scripted engine: mode 'rules' needs a non-empty 'rules' list")
         rules = KeywordRules([(r.match, r.reply) for r in spec.rules], default=spec.default)
-        return ScriptedEngine(responder=rules, name=name, model=spec.model)
-    return ScriptedEngine(responder=echo(spec.prefix), name=name, model=spec.model)
+        return ScriptedEngine(
+            responder=rules, name=name, model=spec.model, latency_s=spec.latency_s
+        )
+    return ScriptedEngine(
+        responder=echo(spec.prefix), name=name, model=spec.model, latency_s=spec.latency_s
+    )
 
 
 def _build_openai(

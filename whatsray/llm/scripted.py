@@ -56,7 +56,8 @@ class ScriptedEngine:
     `cycle=True`), or from `responder(messages)` when given (`echo`, `KeywordRules`, your own).
 
     `fail_on={3: LLMUnavailable(...)}` raises on the 3rd call; `delay_on={2: event}` makes the
-    2nd call wait until `event` is set (or sleep N seconds through the injected `sleep`).
+    2nd call wait until `event` is set (or sleep N seconds through the injected `sleep`);
+    `latency_s` makes every other call sleep that long (a slow model, for demos and crash tests).
     A call's `timeout_s` bounds that wait, raising `LLMTimeout` as a real engine would.
     """
 
@@ -70,6 +71,7 @@ class ScriptedEngine:
         delay_on: Mapping[int, Gate] | None = None,
         name: str = "scripted",
         model: str = "scripted",
+        latency_s: float = 0.0,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         if replies is not None and responder is not None:
@@ -84,6 +86,7 @@ class ScriptedEngine:
         self._fail_on = dict(fail_on or {})
         self._delay_on = dict(delay_on or {})
         self._sleep = sleep
+        self._latency_s = latency_s  # every call takes this long, like a model would
         self._closed = False
         self._in_flight = 0
         self._changed: asyncio.Condition | None = None
@@ -137,7 +140,7 @@ class ScriptedEngine:
         await self._notify()
         self._in_flight += 1
         try:
-            gate = self._delay_on.get(call.number)
+            gate = self._delay_on.get(call.number, self._latency_s or None)
             if gate is not None:
                 await self._wait(gate, timeout_s)
             error = self._fail_on.get(call.number)

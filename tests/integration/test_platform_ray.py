@@ -1,0 +1,189 @@
+"""The platform on real Ray: Serve ingress, session hosts, store, outbox, router and agent actors,
+the emulator as WhatsApp, a real Valkey. Each test would fail if its guarantee (DESIGN.md section 1)
+broke. One Ray cluster and one deployed app serve the whole module; tests use distinct users.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.support.servers import free_port
+from whatsray.inbox import EmbeddedValkey, partition_for
+from whatsray.settings import Settings, load_settings
+from whatsray.whatsapp.emulator import DEFAULT_PHONE_NUMBER_ID
+from whatsray.whatsapp.events import ChatKey
+from whatsray.whatsapp.signature import SIGNATURE_HEADER, sign
+
+AGENTS = Path(__file__).resolve().parents[1] / "data" / "agents.yaml"
+PARTITIONS = 2
+FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "webhooks" / "message_text.json"
+
+
+@dataclass
+class Platform:
+    settings: Settings
+    api: httpx.Client  # the webhook ingress (Serve)
+    emulator: httpx.Client  # WhatsApp
+    valkey: EmbeddedValkey
+
+    def user_says(self, user: str, text: str, **extra: Any) -> httpx.Response:
+        body = {"from": user, "message": {"type": "text", "text": text}, **extra}
+        return self.emulator.post("/emulator/inbound", json=body)
+
+    def sent_to(self, user: str) -> list[dict[str, Any]]:
+        records: list[dict[str, Any]] = self.emulator.get(
+            "/emulator/outbound", params={"to": user}
+        ).json()
+        return records
+
+    def texts_to(self, user: str, count: int, within_s: float = 30.0) -> list[str]:
+        """Wait until `user` got `count` messages (or time runs out); their texts, in order."""
+        deadline = time.monotonic() + within_s
+        while True:
+            texts = [
+                r["body"]["text"]["body"] for r in self.sent_to(user) if r["outcome"] == "accepted"
+            ]
+            if len(texts) >= count or time.monotonic() > deadline:
+                return texts
+            time.sleep(0.1)
+
+    def session_host(self, user: str) -> Any:
+        import ray
+
+        chat = ChatKey(phone_number_id=DEFAULT_PHONE_NUMBER_ID, user=user)
+        partition = partition_for(chat, PARTITIONS)
+        return ray.get_actor(f"session-host-{partition}", namespace="whatsray")
+
+
+@pytest.fixture(scope="module")
+def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    import ray
+    from ray import serve
+
+    import serve_app
+
+    data = tmp_path_factory.mktemp("platform")
+    valkey = EmbeddedValkey(data / "redis")
+    redis_url = valkey.start()
+    http_port, emulator_port = free_port(), free_port()
+    settings = load_settings(
+        data_dir=data,
+        redis_url=redis_url,
+        partitions=PARTITIONS,
+        agents_file=AGENTS,
+        http_port=http_port,
+        emulator_port=emulator_port,
+    )
+    ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        object_store_memory=150 * 1024**2,
+        logging_level="ERROR",
+        log_to_driver=False,
+    )
+    try:
+        serve.start(http_options={"host": "127.0.0.1", "port": http_port})
+        serve.run(serve_app.build_app(settings), name="whatsray", route_prefix="/")
+        api = httpx.Client(base_url=f"http://127.0.0.1:{http_port}", timeout=30)
+        emulator = httpx.Client(base_url=f"http://127.0.0.1:{emulator_port}", timeout=30)
+        deadline = time.monotonic() + 90
+        while api.get("/ready").status_code != 200:
+            assert time.monotonic() < deadline, api.get("/ready").text
+            time.sleep(0.5)
+        yield Platform(serve_app.resolve_local_secrets(settings), api, emulator, valkey)
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+        valkey.stop()
+
+
+def test_end_to_end_reply(platform: Platform) -> None:
+    assert platform.user_says("15550000001", "hello ray").status_code == 200
+    assert platform.texts_to("15550000001", 1) == ["echo: hello ray"]
+    ready = platform.api.get("/ready").json()
+    assert ready["ready"] is True
+    assert ready["emulator_url"] == str(platform.emulator.base_url).rstrip("/")
+
+
+def test_same_webhook_five_times_gives_one_reply(platform: Platform) -> None:
+    assert platform.user_says("15550000002", "once please", duplicates=5).status_code == 200
+    assert platform.texts_to("15550000002", 1) == ["echo: once please"]
+    time.sleep(1.5)  # a second turn would have answered by now
+    assert len(platform.sent_to("15550000002")) == 1
+
+
+def test_three_quick_messages_give_one_coalesced_turn(platform: Platform) -> None:
+    for text in ("one", "two", "three"):
+        platform.user_says("15550000003", text)
+    assert platform.texts_to("15550000003", 1) == ["echo: one\ntwo\nthree"]
+    time.sleep(1.0)
+    assert len(platform.sent_to("15550000003")) == 1
+
+
+def test_many_chats_interleaved_each_in_order_none_missing(platform: Platform) -> None:
+    users = [f"1555100{i:04d}" for i in range(100)]
+    sends = [(user, f"m{n}") for n in range(10) for user in users]  # interleaved rounds
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        # Concurrent across chats, in order within one: each worker sends one user's messages.
+        def send_all(user: str) -> None:
+            for u, text in sends:
+                if u == user:
+                    assert platform.user_says(u, text).status_code == 200
+
+        list(pool.map(send_all, users))
+    for user in users:
+        deadline = time.monotonic() + 120
+        while True:
+            replies = "\n".join(platform.texts_to(user, 0, within_s=0)).replace("echo: ", "")
+            seen = re.findall(r"m\d", replies)
+            if len(seen) >= 10 or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert seen == [f"m{n}" for n in range(10)], user
+
+
+def test_webhook_answers_503_while_the_inbox_is_down_and_nothing_is_lost(
+    platform: Platform,
+) -> None:
+    body = FIXTURE.read_bytes()  # a real message: the POST has something to store
+    headers = {SIGNATURE_HEADER: sign(platform_secret(platform), body)}
+    platform.valkey.stop()
+    try:
+        assert platform.api.post("/webhook", content=body, headers=headers).status_code == 503
+        # The emulator (like Meta) gets a 503 for a real message and keeps retrying it.
+        response = platform.user_says("15550000004", "while down")
+        assert response.status_code == 502, response.text
+    finally:
+        platform.valkey.start()
+    assert platform.api.post("/webhook", content=body, headers=headers).status_code == 200
+    assert platform.texts_to("15550000004", 1, within_s=90) == ["echo: while down"]
+
+
+def test_session_host_killed_mid_turn_answers_exactly_once(platform: Platform) -> None:
+    import ray
+
+    user = "15550000005"
+    platform.user_says(user, "/slow survive a crash")  # the slow agent takes 3 s
+    time.sleep(1.5)  # the turn is inside the model call now
+    ray.kill(platform.session_host(user), no_restart=False)
+    assert platform.texts_to(user, 1, within_s=60) == ["echo: survive a crash"]
+    time.sleep(4)  # a duplicate reply from the killed attempt would have arrived by now
+    assert len(platform.sent_to(user)) == 1
+
+
+def platform_secret(platform: Platform) -> str:
+    secret = platform.settings.app_secret
+    assert secret is not None
+    return secret.get_secret_value()
