@@ -1,0 +1,46 @@
+"""What the admin API needs of the store and the outboxes: the methods it calls, nothing more.
+
+`whatsray.store.Store` and `whatsray.outbox.Outbox` satisfy these directly; on Ray the ingress
+passes thin proxies (`actors.proxy.ActorProxy`) that forward each call to the actor.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+from whatsray.outbox.ledger import DeadLetter, OutboundItem, OutboundRecord
+from whatsray.store.records import ChatRecord, Contact, MessageRecord
+from whatsray.whatsapp.events import ChatKey
+
+__all__ = ["AdminOutboxPort", "AdminStorePort"]
+
+
+class AdminStorePort(Protocol):
+    async def get_chat(self, chat: ChatKey | str) -> ChatRecord | None: ...
+
+    async def list_chats(self, limit: int = 50, offset: int = 0) -> list[ChatRecord]: ...
+
+    async def get_messages(
+        self, chat: ChatKey | str, limit: int = 50, before: int | None = None
+    ) -> list[MessageRecord]: ...
+
+    async def search_contacts(self, q: str, limit: int = 20) -> list[Contact]: ...
+
+    async def get_outbound(self, outbound_id: str) -> OutboundRecord | None: ...
+
+    async def record_outbound(self, item: OutboundItem) -> bool: ...
+
+    async def get_dead_letter(self, dead_letter_id: str) -> DeadLetter | None: ...
+
+    async def list_dead_letters(
+        self, limit: int = 50, include_replayed: bool = False, offset: int = 0
+    ) -> list[DeadLetter]: ...
+
+
+class AdminOutboxPort(Protocol):
+    """One business number's outbox."""
+
+    async def dispatch(self, items: Sequence[OutboundItem]) -> None: ...
+
+    async def replay_dead_letter(self, dead_letter_id: str) -> OutboundRecord: ...
