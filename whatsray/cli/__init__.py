@@ -8,6 +8,7 @@ import sys
 from collections.abc import Sequence
 
 from whatsray import __version__
+from whatsray.cli.chat import add_chat_commands
 from whatsray.cli.emulator import add_emulator_commands
 from whatsray.cli.local import add_local_commands
 from whatsray.cli.settings import add_settings_commands
@@ -21,6 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     add_local_commands(subparsers)
     add_emulator_commands(subparsers)
+    add_chat_commands(subparsers)
     add_webhook_commands(subparsers)
     add_settings_commands(subparsers)
     return parser
