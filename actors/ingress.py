@@ -1,4 +1,4 @@
-"""The ingress deployment: Meta's webhook, health and readiness (and, mounted, the admin API).
+"""The ingress deployment: Meta's webhook, health and readiness, and the admin API.
 
 The POST path makes no actor call: verify the signature on the raw bytes, parse, dedupe + append to
 the inbox, answer. 200 only after the inbox acknowledged the append; 503 when it could not.
@@ -9,14 +9,18 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 from starlette.routing import BaseRoute
 
+from actors.proxy import ActorProxy
+from whatsray.admin import create_admin_router
 from whatsray.inbox import Inbox
+from whatsray.outbox import Outbox
 from whatsray.pipeline.ingest import InboxSink
+from whatsray.store import Store
 from whatsray.whatsapp.webhook_receiver import webhook_routes
 
 log = logging.getLogger(__name__)
@@ -44,6 +48,17 @@ class Ingress:
             )
         ]
         app = FastAPI(title="whatsray", routes=routes)
+        outboxes = {
+            pnid: cast(Outbox, ActorProxy(handle)) for pnid, handle in platform["outboxes"].items()
+        }
+        app.include_router(
+            create_admin_router(
+                admin_token=platform["admin_token"],
+                store=cast(Store, ActorProxy(platform["store"])),
+                outbox_for=outboxes.__getitem__,
+                phone_number_ids=platform["phone_number_ids"],
+            )
+        )
 
         @app.get("/health", summary="Liveness: the ingress answers")
         async def health() -> dict[str, str]:

@@ -49,7 +49,7 @@ class SessionHost:
         self._started = asyncio.get_running_loop().create_task(self._core.start())
 
     async def ping(self) -> bool:
-        await self._started
+        await asyncio.shield(self._started)  # a caller giving up must not cancel the start
         return True
 
     async def stats(self) -> dict[str, Any]:

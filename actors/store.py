@@ -26,5 +26,6 @@ class StoreActor:
         self._forward = Forwarder(self._store, STORE_METHODS)
 
     async def call(self, method: str, *args: Any, **kwargs: Any) -> Any:
-        await self._started  # state is rebuilt from the file before the first call is served
+        # Shielded: a caller that gives up (a readiness probe timing out) must not cancel the start.
+        await asyncio.shield(self._started)  # the file is open before the first call is served
         return await self._forward.call(method, *args, **kwargs)

@@ -187,3 +187,102 @@ def platform_secret(platform: Platform) -> str:
     secret = platform.settings.app_secret
     assert secret is not None
     return secret.get_secret_value()
+
+
+def admin(platform: Platform) -> dict[str, str]:
+    token = platform.settings.admin_token
+    assert token is not None
+    return {"Authorization": f"Bearer {token.get_secret_value()}"}
+
+
+def test_outbox_killed_in_the_middle_of_a_send_sends_once(platform: Platform) -> None:
+    import ray
+
+    user = "15550000006"
+    platform.user_says(user, "open the window")
+    platform.texts_to(user, 1)
+    # The next send is held 4 s by "Meta", then applied: the outbox dies while it waits.
+    faults = {"timeout": {"seconds": 4, "count": 1, "apply": True}}
+    platform.emulator.post("/emulator/faults", json=faults).raise_for_status()
+    try:
+        platform.user_says(user, "crash the outbox")
+        deadline = time.monotonic() + 20
+        while platform.emulator.get("/emulator/faults").json().get("timeout") is not None:
+            assert time.monotonic() < deadline, "the held send never started"
+            time.sleep(0.1)
+        outbox = ray.get_actor(f"outbox-{DEFAULT_PHONE_NUMBER_ID}", namespace="whatsray")
+        ray.kill(outbox, no_restart=False)
+        texts = platform.texts_to(user, 2, within_s=60)
+        time.sleep(12)  # past the restarted outbox's grace period: a resend would be here now
+    finally:
+        platform.emulator.delete("/emulator/faults")
+    assert texts == ["echo: open the window", "echo: crash the outbox"]
+    assert len([r for r in platform.sent_to(user) if r["outcome"] == "accepted"]) == 2
+
+
+def test_throughput_and_server_errors_are_retried_then_delivered(platform: Platform) -> None:
+    user = "15550000007"
+    platform.user_says(user, "first")
+    platform.texts_to(user, 1)
+    faults = {"next_errors": {"code": 130429, "count": 1}, "error_rate": 0.0}
+    platform.emulator.post("/emulator/faults", json=faults).raise_for_status()
+    platform.user_says(user, "rate limited")
+    assert platform.texts_to(user, 2, within_s=60)[-1] == "echo: rate limited"
+    platform.emulator.post(
+        "/emulator/faults", json={"next_errors": {"code": 131000, "count": 1}}
+    ).raise_for_status()
+    platform.user_says(user, "server error")
+    assert platform.texts_to(user, 3, within_s=60)[-1] == "echo: server error"
+    refused = [r["error_code"] for r in platform.sent_to(user) if r["outcome"] == "rejected"]
+    assert refused == [130429, 131000]
+
+
+def test_permanent_error_dead_letters_and_replay_delivers_once(platform: Platform) -> None:
+    user = "15550000008"
+    platform.user_says(user, "hello")
+    platform.texts_to(user, 1)
+    platform.emulator.post(
+        "/emulator/faults", json={"recipient_errors": {f"+{user}": {"code": 131026}}}
+    ).raise_for_status()
+    platform.user_says(user, "undeliverable")
+    deadline = time.monotonic() + 30
+    while True:
+        answer = platform.api.get("/api/dead-letters", headers=admin(platform))
+        letters = answer.json()["dead_letters"]
+        mine = [d for d in letters if d["error_code"] == 131026 and user in str(d)]
+        if mine or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert len(mine) == 1
+    platform.emulator.delete("/emulator/faults").raise_for_status()
+    path = f"/api/dead-letters/{mine[0]['dead_letter_id']}/replay"
+    for _ in range(2):  # replaying twice sends once
+        assert platform.api.post(path, headers=admin(platform)).status_code == 202
+    assert platform.texts_to(user, 2)[-1] == "echo: undeliverable"
+    time.sleep(1)
+    assert [
+        r["body"]["text"]["body"] for r in platform.sent_to(user) if r["outcome"] == "accepted"
+    ] == [
+        "echo: hello",
+        "echo: undeliverable",
+    ]
+
+
+def test_admin_api_auth_send_and_read(platform: Platform) -> None:
+    assert platform.api.get("/api/chats").status_code == 401
+    wrong = {"Authorization": "Bearer wrong"}
+    assert platform.api.get("/api/chats", headers=wrong).status_code == 403
+    user = "15550000009"
+    platform.user_says(user, "hi admin")
+    platform.texts_to(user, 1)
+    body = {"to": f"+{user}", "text": "a human says hi", "idempotency_key": "k1"}
+    for _ in range(2):
+        sent = platform.api.post("/api/send-message", json=body, headers=admin(platform))
+        assert sent.status_code == 202, sent.text
+    assert platform.texts_to(user, 2)[-1] == "a human says hi"
+    chat = f"{DEFAULT_PHONE_NUMBER_ID}:{user}"
+    messages = platform.api.get(f"/api/messages/{chat}", headers=admin(platform)).json()
+    assert [m["direction"] for m in messages["messages"]][:3] == ["in", "out", "out"]
+    bad = platform.api.post("/api/send-message", json={"to": user}, headers=admin(platform))
+    assert bad.status_code == 422 and "text" in bad.text
+    assert "/api/send-message" in platform.api.get("/openapi.json").json()["paths"]
