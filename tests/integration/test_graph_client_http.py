@@ -7,22 +7,18 @@ inbound messages (needed for mark-as-read) travel the way Meta's would.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import socket
-import threading
-import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from tests.support.servers import free_port, serve_on_loopback
 from whatsray.whatsapp.emulator import (
     DEFAULT_PHONE_NUMBER_ID,
     EmulatorConfig,
@@ -42,33 +38,6 @@ pytestmark = pytest.mark.integration
 
 TOKEN = "integration-token"
 USER = "+15551234567"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-@contextlib.contextmanager
-def serve_on_loopback(app: Any) -> Iterator[str]:
-    """`app` under uvicorn on a free loopback port, in a thread, until the block exits."""
-    port = free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, name=f"uvicorn-{port}", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:  # polling for start-up only; no test outcome depends on time
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError(f"server on port {port} did not start")
-        time.sleep(0.01)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
 
 
 async def _accept(request: Request) -> Response:

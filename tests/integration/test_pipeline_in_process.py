@@ -210,6 +210,7 @@ async def test_replies_recorded_before_a_crash_are_sent_by_the_next_outbox(
     await pipeline.replies_to(user, 1)
     chat = ChatKey(phone_number_id=DEFAULT_PHONE_NUMBER_ID, user=user)
     # A commit recorded this reply, then the process died before the outbox sent it.
+    await no_pending_sends(pipeline.store)
     [item] = outbound_items(chat, "turn-crashed", ["sent after restart"], time.time())
     assert await pipeline.store.record_outbound(item)
     graph = GraphClient(
@@ -218,5 +219,15 @@ async def test_replies_recorded_before_a_crash_are_sent_by_the_next_outbox(
     async with Outbox(DEFAULT_PHONE_NUMBER_ID, graph, pipeline.store) as restarted:
         assert await restarted.resume_pending() == 1
         texts = await pipeline.replies_to(user, 2)
+        await no_pending_sends(pipeline.store)
         assert await restarted.resume_pending() == 0  # sent: nothing left to resume
     assert texts == ["echo: open my window", "sent after restart"]
+
+
+async def no_pending_sends(store: Store) -> None:
+    """Until every recorded send has its outcome stored (the outbox marks them asynchronously)."""
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        if not await store.count_outbound(status="pending"):
+            return
+        await asyncio.sleep(0.05)

@@ -123,6 +123,11 @@ class PartitionConsumer:
             try:
                 return await action()
             except InboxError as exc:
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    # redis-py can turn a cancelled blocking read into a connection error:
+                    # being stopped wins over retrying, or the host could never close.
+                    raise asyncio.CancelledError from exc
                 log.warning("inbox partition %d: %s; retrying in %.1fs", self.partition, exc, delay)
                 await self._sleep(delay)
                 delay = min(delay * 2, self._retry_max_s)

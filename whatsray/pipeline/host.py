@@ -7,7 +7,6 @@ Ray); tests and single-process runs use it directly.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import logging
 import time
@@ -76,12 +75,16 @@ class SessionHostCore:
             asyncio.create_task(self._sweep_forever(), name=f"sweep-{self.partition}"),
         ]
 
-    async def close(self) -> None:
+    async def close(self, grace_s: float = 5.0) -> None:
         for task in self._tasks:
             task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        if self._tasks:
+            # Bounded: a client library that swallows a cancellation must not hang a shutdown.
+            _, stuck = await asyncio.wait(self._tasks, timeout=grace_s)
+            for task in stuck:
+                log.warning(
+                    "partition %d: %s did not stop in time", self.partition, task.get_name()
+                )
         await self.registry.close()
 
     def stats(self) -> dict[str, Any]:
