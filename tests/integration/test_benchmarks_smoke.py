@@ -14,12 +14,12 @@ ROOT = Path(__file__).resolve().parents[2]
 ROW = re.compile(r"^\| [^|]+ \| [\d,]+ \|")
 
 
-def _run(script: str, *args: str) -> list[str]:
+def _run(script: str, *args: str, timeout: float = 120) -> list[str]:
     result = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / script), *args],
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=timeout,
         cwd=ROOT,
         check=False,
     )
@@ -40,3 +40,40 @@ def test_http_paths_benchmark_prints_both_paths() -> None:
     rows = _run("http_paths.py", "--seconds", "0.3", "--concurrency", "2", "--driver", "python")
     assert [row.split(" | ")[0] for row in rows] == ["| graph send", "| webhook POST"]
     assert all("errors" not in row for row in rows)
+
+
+def _cells(row: str) -> list[str]:
+    return [cell.strip() for cell in row.strip("|").split("|")]
+
+
+NUMBER = re.compile(r"^-?[\d,]+(\.\d+)?$")
+
+
+def test_ingest_benchmark_prints_the_platform_beside_the_baseline() -> None:
+    # The Python driver: CI machines need not have wrk. Serve's shutdown alone takes 30 s.
+    args = ("--seconds", "0.5", "--concurrency", "2", "--driver", "python", "--max-rate", "2000")
+    rows = _run("ingest.py", *args, timeout=300)
+    assert [_cells(row)[:2] for row in rows] == [
+        ["baseline", "2"],
+        ["whatsray (Serve + HAProxy)", "2"],
+    ]
+    for row in rows:
+        rate, p50, p99 = _cells(row)[2:]
+        assert all(NUMBER.match(cell) for cell in (rate, p50, p99)), row  # no errors, no repeats
+
+
+def test_end_to_end_benchmark_answers_every_message_of_every_rate() -> None:
+    args = ("--rates", "4", "8", "--seconds", "1", "--chats", "3", "--drain-s", "60")
+    rows = _run("end_to_end.py", *args, timeout=300)
+    assert [_cells(row)[:3] for row in rows] == [["4", "4", "4"], ["8", "8", "8"]]
+    for row in rows:
+        *numbers, held = _cells(row)[3:]
+        assert all(NUMBER.match(cell) for cell in numbers), row
+        assert held in ("yes", "no"), row
+
+
+def test_session_capacity_benchmark_prints_every_size() -> None:
+    rows = _run("session_capacity.py", "--sessions", "20", "40", "--messages", "1", "2")
+    assert [_cells(row)[:2] for row in rows] == [["20", "1"], ["40", "1"], ["20", "2"], ["40", "2"]]
+    for row in rows:
+        assert all(NUMBER.match(cell) for cell in _cells(row)[2:]), row

@@ -1,0 +1,176 @@
+"""End to end: a user's message in, the bot's reply accepted by "Meta", at a fixed rate.
+
+The platform runs on a local Ray (Serve + HAProxy; `--no-haproxy` for the Python proxy) with the
+agents of `benchmarks/agents.yaml`: the scripted echo engine, the `enqueue` policy (one turn per
+message, nothing held back on purpose), no classifier. The emulator plays WhatsApp, its
+throughput limit at Meta's maximum (1,000 mps) so that it does not throttle the replies.
+
+An open-loop scheduler sends `POST /emulator/inbound` at each target rate for `--seconds`, spread
+round-robin over `--chats` chats, each text unique; it never waits for an answer before the next
+send. The emulator records every reply with its time (`GET /emulator/outbound`), so a message's
+latency is that record's time minus the moment its inbound request was sent (same machine, same
+wall clock). The emulator also sends the sent/delivered/read status webhooks for every reply, as
+Meta does, so the ingress carries about four webhooks per message.
+
+A rate is held when every message got its reply within `--drain-s` and p99 stayed under 1 s
+(no backlog building up). By default every chat gets one message first, unmeasured, so the
+measured turns run on active sessions (`--no-warmup` to measure cold activations too).
+
+Run:  .venv/bin/python benchmarks/end_to_end.py [--rates 50 100 200] [--seconds 5] [--chats 1000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.ray_platform import running_platform  # noqa: E402
+
+AGENTS = Path(__file__).resolve().parent / "agents.yaml"
+HELD_P99_S = 1.0
+
+
+@dataclass
+class Step:
+    rate: float
+    sent_at: dict[str, float] = field(default_factory=dict)  # text -> when its POST went out
+    failed: int = 0
+    max_lag_s: float = 0.0  # how late the scheduler fired, at worst (the driver's own limit)
+    latencies: list[float] = field(default_factory=list)
+
+
+class Driver:
+    def __init__(self, http: httpx.AsyncClient, chats: int) -> None:
+        self.http = http
+        self.users = [f"1555{n:07d}" for n in range(chats)]
+        self.next_user = 0  # round-robin across steps: consecutive messages go to other chats
+        self.since = 0  # outbound records already read
+
+    async def run_step(self, step: Step, seconds: float, tag: str) -> None:
+        count = max(1, round(step.rate * seconds))
+        start = time.perf_counter() + 0.05
+        tasks = []
+        for i in range(count):
+            due = start + i / step.rate
+            delay = due - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            step.max_lag_s = max(step.max_lag_s, time.perf_counter() - due)
+            user = self.users[self.next_user % len(self.users)]
+            self.next_user += 1
+            tasks.append(asyncio.create_task(self._send(step, user, f"{tag} {i}")))
+        await asyncio.gather(*tasks)
+
+    async def _send(self, step: Step, user: str, text: str) -> None:
+        body = {"from": user, "message": {"type": "text", "text": text}}
+        step.sent_at[text] = time.time()
+        try:
+            response = await self.http.post("/emulator/inbound", json=body)
+        except httpx.TransportError:
+            response = None
+        if response is None or response.status_code != 200:
+            step.failed += 1
+
+    async def collect(self, step: Step, drain_s: float) -> None:
+        """Read the emulator's accepted replies until each sent text has one, or time is up."""
+        waiting = dict(step.sent_at)
+        deadline = time.monotonic() + drain_s
+        while waiting and time.monotonic() < deadline:
+            response = await self.http.get("/emulator/outbound", params={"since": self.since})
+            records: list[dict[str, Any]] = response.json()
+            for record in records:
+                self.since = max(self.since, record["seq"])
+                if record["outcome"] != "accepted":
+                    continue
+                text = record["body"].get("text", {}).get("body", "").removeprefix("echo: ")
+                sent = waiting.pop(text, None)
+                if sent is not None:
+                    step.latencies.append(record["time"] - sent)
+            if waiting:
+                await asyncio.sleep(0.2)
+
+
+def row(step: Step, drain_s: float) -> tuple[str, bool]:
+    sent, got = len(step.sent_at), len(step.latencies)
+    ordered = sorted(step.latencies) or [float("nan")]
+
+    def pct(p: float) -> float:
+        return ordered[min(len(ordered) - 1, int(p * len(ordered)))] * 1000
+
+    held = got == sent and step.failed == 0
+    held = held and got > 0 and pct(0.99) < HELD_P99_S * 1000
+    notes = [f"{step.failed} inbound failed"] if step.failed else []
+    if got < sent:
+        notes.append(f"{sent - got} unanswered after {drain_s:.0f} s")
+    note = f" ({', '.join(notes)})" if notes else ""
+    line = (
+        f"| {step.rate:g} | {sent:,} | {got:,}{note} | {pct(0.5):.1f} | {pct(0.99):.1f} "
+        f"| {ordered[-1] * 1000:.1f} | {step.max_lag_s * 1000:.1f} | {'yes' if held else 'no'} |"
+    )
+    return line, held
+
+
+async def bench(emulator_url: str, args: argparse.Namespace) -> list[str]:
+    # Idle connections are dropped before uvicorn's 5 s keep-alive ends, or a send could reuse
+    # one the server is closing (a ReadError that is the driver's fault, not the platform's).
+    limits = httpx.Limits(max_connections=args.connections, keepalive_expiry=2.0)
+    async with httpx.AsyncClient(base_url=emulator_url, limits=limits, timeout=60) as http:
+        driver = Driver(http, args.chats)
+        if not args.no_warmup:
+            warm = Step(rate=min(100.0, float(args.chats)))
+            await driver.run_step(warm, args.chats / warm.rate, "warmup")
+            await driver.collect(warm, args.drain_s)
+        rows, best = [], None
+        for rate in args.rates:
+            step = Step(rate=rate)
+            await driver.run_step(step, args.seconds, f"rate{rate:g}")
+            await driver.collect(step, args.drain_s)
+            line, held = row(step, args.drain_s)
+            rows.append(line)
+            best = rate if held else best
+            await asyncio.sleep(1.0)  # let the status webhooks of this step settle
+        rows.append(f"\nhighest rate held: {best:g} msg/s" if best else "\nno rate held")
+        return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--rates", type=float, nargs="+", default=[50.0, 100.0, 200.0])
+    parser.add_argument("--seconds", type=float, default=5.0, help="per rate")
+    parser.add_argument("--chats", type=int, default=1000)
+    parser.add_argument("--drain-s", type=float, default=30.0, help="wait for replies this long")
+    parser.add_argument("--connections", type=int, default=256, help="driver HTTP connections")
+    parser.add_argument("--no-warmup", action="store_true")
+    parser.add_argument("--no-haproxy", action="store_true", help="Serve's Python proxy instead")
+    args = parser.parse_args()
+    load_before = os.getloadavg()
+    with running_platform(
+        haproxy=not args.no_haproxy, agents_file=AGENTS, throughput_mps=1000
+    ) as platform:
+        rows = asyncio.run(bench(platform.emulator_url, args))
+    proxy = "Python proxy" if args.no_haproxy else "HAProxy"
+    load = " ".join(f"{x:.2f}" for x in load_before)
+    after = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    print(
+        f"{proxy}; {args.chats} chats; {args.seconds:g} s per rate; {os.cpu_count()} cores; ",
+        end="",
+    )
+    print(f"load average (1, 5, 15 min) before {load}, after {after}\n")
+    print("| rate msg/s | sent | answered | p50 ms | p99 ms | max ms | send lag ms | held |")
+    print("|---|---|---|---|---|---|---|---|")
+    print("\n".join(rows))
+
+
+if __name__ == "__main__":
+    main()
