@@ -153,6 +153,10 @@ class Outbox:
         for item in items:  # record before send: from here on a resubmit cannot double-send
             if await self._ledger.record_outbound(item):
                 self.stats.submitted += 1
+        return await self._send_recorded(items)
+
+    async def _send_recorded(self, items: Sequence[OutboundItem]) -> list[OutboundRecord]:
+        """Send items already in the ledger: one lane per recipient, parts in order."""
         lanes: dict[str, list[int]] = {}
         for index, item in enumerate(items):
             lanes.setdefault(recipient_key(item.to), []).append(index)
@@ -167,14 +171,15 @@ class Outbox:
         return [record for record in results if record is not None]
 
     async def dispatch(self, items: Sequence[OutboundItem]) -> None:
-        """`submit` in the background: returns at once; failures are logged and dead-lettered.
+        """Send items the caller already recorded in the ledger, in the background.
 
-        For callers that have already made the items durable (a turn's commit records its
-        replies with the turn) and must not wait for Meta: the session host acks on commit.
+        For callers that made the items durable themselves (a turn's commit records its replies
+        with the turn) and must not wait for Meta: the session host acks on commit. Returns at
+        once; failures are logged, and dead-lettered as `submit` would.
         """
         self._check_open()
         self._check_number(items)
-        self._spawn(self._submit_logged(items))
+        self._spawn(self._send_logged(items))
 
     async def resume_pending(self, limit: int = 10_000) -> int:
         """Send what a previous outbox recorded but never finished (call once at start).
@@ -185,7 +190,7 @@ class Outbox:
         records = await self._ledger.pending_outbound(self.phone_number_id, limit)
         if records:
             log.info("resuming %d pending outbound message(s)", len(records))
-            self._spawn(self._submit_logged([record.to_item() for record in records]))
+            self._spawn(self._send_logged([record.to_item() for record in records]))
         return len(records)
 
     async def mark_read(self, message_id: str, typing_indicator: bool = False) -> None:
@@ -193,9 +198,9 @@ class Outbox:
         self._check_open()
         await self._graph.mark_as_read(message_id, typing_indicator=typing_indicator)
 
-    async def _submit_logged(self, items: Sequence[OutboundItem]) -> None:
+    async def _send_logged(self, items: Sequence[OutboundItem]) -> None:
         try:
-            await self.submit(items)
+            await self._send_recorded(items)
         except asyncio.CancelledError:
             raise
         except Exception:  # the records stay pending: resume_pending sends them later

@@ -101,6 +101,8 @@ def build_session_hooks(
     async def send_reply(chat: ChatKey, text: str, replied_to: MessageEvent) -> None:
         # The id derives from the message replied to: a redelivery cannot send it twice.
         items = outbound_items(chat, f"reply-to:{replied_to.message_id}", [text], now())
+        for item in items:
+            await store.record_outbound(item)
         await outbox_for(chat.phone_number_id).dispatch(items)
 
     return SessionHooks(

@@ -19,6 +19,8 @@ from whatsray.whatsapp.events import ChatKey, MessageEvent, StatusEvent
 class StorePort(Protocol):
     async def record_inbound(self, event: MessageEvent) -> bool: ...
 
+    async def record_outbound(self, item: OutboundItem) -> bool: ...
+
     async def record_turn_results(
         self,
         turn: TurnRecord,
