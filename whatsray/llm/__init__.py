@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from whatsray.llm.factory import ENGINES, build_engine
 from whatsray.llm.llamacpp import LlamaCppEngine, bundled_model_path
+from whatsray.llm.load import EngineLoad, ReportsLoad
 from whatsray.llm.openai_compatible import Backoff, OpenAICompatibleEngine
 from whatsray.llm.protocol import (
     ALL_LLM_ERRORS,
@@ -45,6 +46,7 @@ __all__ = [
     "ChatEngine",
     "ChatMessage",
     "ChatReply",
+    "EngineLoad",
     "KeywordRules",
     "LLMBadRequest",
     "LLMBadResponse",
@@ -56,6 +58,7 @@ __all__ = [
     "LLMUnavailable",
     "LlamaCppEngine",
     "OpenAICompatibleEngine",
+    "ReportsLoad",
     "Role",
     "ScriptExhausted",
     "ScriptedCall",
