@@ -32,6 +32,7 @@ from whatsray.admin.models import (
     DeadLetterOut,
     DeadLettersPage,
     ErrorBody,
+    InferenceOut,
     MessageOut,
     MessagesPage,
     OutboundOut,
@@ -39,7 +40,7 @@ from whatsray.admin.models import (
     SendMessageResponse,
     normalize_user,
 )
-from whatsray.admin.ports import AdminOutboxPort, AdminStorePort
+from whatsray.admin.ports import AdminOutboxPort, AdminStorePort, InferenceReport
 from whatsray.outbox.ledger import OutboundItem, OutboundRecord
 from whatsray.outbox.window import WINDOW_SECONDS, window_open
 from whatsray.store.records import ChatRecord
@@ -351,13 +352,15 @@ def create_admin_router(
     store: AdminStorePort,
     outbox_for: Callable[[str], AdminOutboxPort],
     phone_number_ids: Sequence[str],
+    inference: InferenceReport | None = None,
     now: Callable[[], float] = time.time,
     new_id: Callable[[], str] = _new_outbound_id,
 ) -> APIRouter:
     """The admin API under `/api`, guarded by `admin_token` (Bearer).
 
     `outbox_for(phone_number_id)` gives that number's outbox; `phone_number_ids` are the numbers
-    this app sends from (the first is the default). `now` is the clock of the 24-hour window
+    this app sends from (the first is the default). `inference` reports the agents' inference
+    load (`GET /api/inference`; absent without it). `now` is the clock of the 24-hour window
     check; `new_id` names sends made without an idempotency key.
     """
     numbers = tuple(phone_number_ids)
@@ -435,4 +438,17 @@ def create_admin_router(
         ),
         responses={**not_found, **conflict},
     )
+    if inference is not None:
+        report = inference
+
+        async def inference_load() -> InferenceOut:
+            return InferenceOut.model_validate(await report())
+
+        router.add_api_route(
+            "/inference",
+            inference_load,
+            methods=["GET"],
+            operation_id="inference_load",
+            summary="How loaded inference is, per agent (backpressure)",
+        )
     return router

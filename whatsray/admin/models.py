@@ -19,14 +19,17 @@ from whatsray.whatsapp.limits import MAX_TEXT_BODY_CHARS
 from whatsray.whatsapp.messages import is_bsuid
 
 __all__ = [
+    "AgentLoadOut",
     "ChatOut",
     "ChatsPage",
     "ContactOut",
     "ContactsPage",
     "DeadLetterOut",
     "DeadLettersPage",
+    "EngineLoadOut",
     "ErrorBody",
     "FieldError",
+    "InferenceOut",
     "MessageOut",
     "MessagesPage",
     "OutboundOut",
@@ -278,6 +281,37 @@ class DeadLettersPage(_Body):
     limit: int
     offset: int
     next_offset: int | None
+
+
+class EngineLoadOut(_Body):
+    running: int
+    waiting: int
+    capacity: int | None
+
+
+class AgentLoadOut(_Body):
+    """One agent's inference load, summed over its workers."""
+
+    agent: str
+    saturated: bool = Field(description="A new turn would wait for inference now.")
+    running: int = Field(description="Turns running on the engine now.")
+    waiting: int = Field(description="Turns queued for an inference slot (fair across chats).")
+    waiting_chats: int
+    capacity: int = Field(description="Turns the agent's workers run at once.")
+    engine: EngineLoadOut | None = Field(
+        description="What the engine itself reports (vLLM: requests running and queued)."
+    )
+    admitted: int
+    waited: int = Field(description="Admitted turns that had to queue first.")
+    max_wait_s: float
+    fallback_turns: int = Field(description="Turns that ran on the fallback engine.")
+    workers: int
+
+
+class InferenceOut(_Body):
+    agents: list[AgentLoadOut]
+    notices_sent: int = Field(description='"One moment" messages sent to waiting users.')
+    typing_refreshes: int
 
 
 class FieldError(_Body):

@@ -6,14 +6,14 @@ passes thin proxies (`actors.proxy.ActorProxy`) that forward each call to the ac
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Protocol
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Protocol
 
 from whatsray.outbox.ledger import DeadLetter, OutboundItem, OutboundRecord
 from whatsray.store.records import ChatRecord, Contact, MessageRecord
 from whatsray.whatsapp.events import ChatKey
 
-__all__ = ["AdminOutboxPort", "AdminStorePort"]
+__all__ = ["AdminOutboxPort", "AdminStorePort", "InferenceReport"]
 
 
 class AdminStorePort(Protocol):
@@ -44,3 +44,8 @@ class AdminOutboxPort(Protocol):
     async def dispatch(self, items: Sequence[OutboundItem]) -> None: ...
 
     async def replay_dead_letter(self, dead_letter_id: str) -> OutboundRecord: ...
+
+
+# The inference load report: `{"agents": [AgentLoad.as_dict(), ...], "notices_sent": n,
+# "typing_refreshes": n}`, gathered from the agent workers and session hosts by the edge.
+InferenceReport = Callable[[], Awaitable[dict[str, Any]]]
