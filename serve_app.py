@@ -97,9 +97,19 @@ class Platform:
         }
         agents_file, override = str(s.agents_file), s.engine_override
         router = self._actor(RouterActor, "router", agents_file, override)
+        # Workers reach the store and the outboxes through their tools (docs/tools.md).
         workers = {
             name: [
-                self._actor(AgentWorker, f"agent-{name}-{i}", agents_file, name, override)
+                self._actor(
+                    AgentWorker,
+                    f"agent-{name}-{i}",
+                    agents_file,
+                    name,
+                    override,
+                    store=store,
+                    outboxes=outboxes,
+                    operator_number=s.operator_number,
+                )
                 for i in range(s.agent_pool_size)
             ]
             for name in load_config(agents_file, override).names

@@ -1,20 +1,39 @@
 """The Router actor and the agent workers (a pool per agent).
 
 Both build their engines from `agents.yaml` inside the actor, so a llama.cpp model is loaded by the
-process that uses it. `AgentPool` is the caller's side: it spreads turns over an agent's workers.
+process that uses it. Workers also get the Store and Outbox actor handles and the operator number:
+the agent's tools reach the platform through them (`PlatformToolServices` over `ActorProxy`s).
+
+A turn crosses from the SessionHost to a worker as a Ray streaming generator: the worker yields
+each tool call's `started` / `finished` as it happens and the `AgentTurnResult` last; `AgentPool`
+applies the events to the session's journal. When the session cancels the turn (an interrupt, a
+timeout), the pool cancels the remote generator, which cancels the agent's task in the worker.
 """
 
 from __future__ import annotations
 
+import asyncio
 import itertools
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
-from actors.proxy import Forwarder
-from whatsray.agents import Agent, AgentTurnRequest, AgentTurnResult, Router, load_agents_config
+import ray
+
+from actors.proxy import ActorProxy, Forwarder
+from whatsray.agents import (
+    Agent,
+    AgentTurnRequest,
+    AgentTurnResult,
+    JournalEvent,
+    Router,
+    load_agents_config,
+    stream_turn,
+)
 from whatsray.agents.config import AgentsConfig
 from whatsray.llm import build_engine
+from whatsray.session.turns import ToolCallJournal
+from whatsray.tools import PlatformToolServices, ToolOutbox, ToolServices, ToolStore
 
 
 def load_config(path: str, engine_override: str | None) -> AgentsConfig:
@@ -36,15 +55,45 @@ class RouterActor:
         return dict(self._router.counts)
 
 
+def tool_services(
+    store: Any, outboxes: Mapping[str, Any] | None, operator_number: str | None
+) -> ToolServices | None:
+    """The tools' view of the platform, over actor handles; None without a store."""
+    if store is None:
+        return None
+    proxies = {pnid: cast(ToolOutbox, ActorProxy(h)) for pnid, h in (outboxes or {}).items()}
+    return PlatformToolServices(
+        cast(ToolStore, ActorProxy(store)), proxies.__getitem__, operator_number=operator_number
+    )
+
+
 class AgentWorker:
-    def __init__(self, agents_file: str, agent: str, engine_override: str | None = None) -> None:
+    def __init__(
+        self,
+        agents_file: str,
+        agent: str,
+        engine_override: str | None = None,
+        *,
+        store: Any = None,
+        outboxes: Mapping[str, Any] | None = None,
+        operator_number: str | None = None,
+    ) -> None:
         config = load_config(agents_file, engine_override)
         engine = build_engine(config.engine_for(agent).as_dict())
-        self._agent = Agent(config.agent(agent), engine)
+        services = tool_services(store, outboxes, operator_number)
+        self._agent = Agent(config.agent(agent), engine, services=services)
         self._forward = Forwarder(self._agent, ("run",))
 
     async def call(self, method: str, *args: Any, **kwargs: Any) -> Any:
         return await self._forward.call(method, *args, **kwargs)
+
+    async def turn(
+        self, request: AgentTurnRequest
+    ) -> AsyncIterator[JournalEvent | AgentTurnResult]:
+        """A turn as a stream (call with `num_returns="streaming"`): journal events, then the
+        result. Cancelling the remote generator cancels the turn here."""
+        async for item in stream_turn(self._agent, request):
+            yield item
 
 
 class AgentPool:
@@ -56,8 +105,24 @@ class AgentPool:
             name: itertools.cycle(handles) for name, handles in self._workers.items()
         }
 
-    async def run(self, agent: str, request: AgentTurnRequest) -> AgentTurnResult:
-        result: AgentTurnResult = await next(self._next[agent]).call.remote("run", request)
+    async def run(
+        self, agent: str, request: AgentTurnRequest, journal: ToolCallJournal
+    ) -> AgentTurnResult:
+        worker = next(self._next[agent])
+        stream = worker.turn.options(num_returns="streaming").remote(request)
+        result: AgentTurnResult | None = None
+        try:
+            async for ref in stream:
+                item = await ref
+                if isinstance(item, JournalEvent):
+                    item.apply(journal)
+                elif isinstance(item, AgentTurnResult):
+                    result = item
+        except asyncio.CancelledError:
+            ray.cancel(stream)  # the turn stops in the worker too (its tool call is cancelled)
+            raise
+        if result is None:
+            raise RuntimeError(f"agent {agent!r} ended its turn {request.turn_id} without a result")
         return result
 
     def __reduce__(self) -> tuple[Any, ...]:

@@ -23,6 +23,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 ENV_PREFIX = "WHATSRAY_"
 _GRAPH_VERSION = re.compile(r"^v\d{1,3}\.\d$")
 _RAY_GCS_PORT = 6379  # Ray's GCS listens here; the app's Redis must not.
+_PHONE_NUMBER = re.compile(r"^\+?[\d\s\-().]+$")
 
 
 class SettingsError(ValueError):
@@ -59,6 +60,9 @@ class Settings(BaseSettings):
     engine_override: str | None = None
     agent_pool_size: int = Field(default=1, ge=1, le=64)  # agent worker actors per agent
     session_idle_timeout_s: float = Field(default=3600.0, gt=0)
+    # Who is told when an agent hands a chat to a person (`handoff_to_human`): a WhatsApp number
+    # on the business number's side, digits only once read ("+49 151 2345678" -> 491512345678).
+    operator_number: str | None = None
 
     # Local mode: where the built-in emulator listens.
     http_port: int = Field(default=8000, ge=1, le=65535)
@@ -86,6 +90,18 @@ class Settings(BaseSettings):
         if bad:
             raise ValueError(f"phone number ids are digits only (Meta's numeric id), got {bad}")
         return value
+
+    @field_validator("operator_number")
+    @classmethod
+    def _check_operator_number(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        if not _PHONE_NUMBER.match(value.strip()):
+            raise ValueError(f"must be a phone number like +491512345678, got {value!r}")
+        digits = re.sub(r"\D", "", value)
+        if not 6 <= len(digits) <= 15:
+            raise ValueError(f"a phone number has 6 to 15 digits, got {len(digits)} in {value!r}")
+        return digits
 
     @field_validator("redis_url")
     @classmethod

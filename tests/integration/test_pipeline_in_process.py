@@ -5,8 +5,10 @@ emulator. What the Ray actors run, minus the actors."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,14 +18,16 @@ import pytest
 import redis.asyncio as aioredis
 
 from whatsray.agents import build_runtime, parse_agents_config
+from whatsray.agents.build import EngineFactory
 from whatsray.agents.config import AgentsConfig
 from whatsray.inbox import Inbox, partition_for
-from whatsray.llm import ScriptedEngine
+from whatsray.llm import ChatMessage, ScriptedEngine
 from whatsray.outbox import Outbox
 from whatsray.pipeline.host import SessionHostCore
 from whatsray.pipeline.ingest import InboxSink
 from whatsray.session import SessionConfig
 from whatsray.store import Store
+from whatsray.tools import BUILTIN_TOOLS, PlatformToolServices, Tool, ToolArguments, ToolRegistry
 from whatsray.whatsapp.emulator import DEFAULT_PHONE_NUMBER_ID, EmulatorConfig, create_emulator_app
 from whatsray.whatsapp.emulator.core import Emulator
 from whatsray.whatsapp.events import ChatKey
@@ -85,12 +89,17 @@ class Pipeline:
             await asyncio.sleep(0.05)
 
 
-@pytest.fixture
-async def pipeline(redis: aioredis.Redis, tmp_path: Path) -> AsyncIterator[Pipeline]:
+@contextlib.asynccontextmanager
+async def running_pipeline(
+    redis: aioredis.Redis,
+    db: Path,
+    config: AgentsConfig,
+    *,
+    engine_factory: EngineFactory | None = None,
+    tools: ToolRegistry = BUILTIN_TOOLS,
+) -> AsyncIterator[Pipeline]:
     inbox = Inbox(redis, partitions=PARTITIONS)
-    config = agents_config()
-    runtime = await build_runtime(config)
-    async with Store(tmp_path / "whatsray.duckdb") as store:
+    async with Store(db) as store:
         ingest = create_webhook_receiver(
             app_secret=SECRET, verify_token="v", on_events=InboxSink(inbox)
         )
@@ -116,6 +125,11 @@ async def pipeline(redis: aioredis.Redis, tmp_path: Path) -> AsyncIterator[Pipel
                 graph_http, TOKEN, DEFAULT_PHONE_NUMBER_ID, base_url="http://emulator"
             )
             outbox = Outbox(DEFAULT_PHONE_NUMBER_ID, graph, store, window_lookup=window)
+            services = PlatformToolServices(store, lambda _: outbox)
+            factory: dict[str, Any] = (
+                {} if engine_factory is None else {"engine_factory": engine_factory}
+            )
+            runtime = await build_runtime(config, services=services, tools=tools, **factory)
 
             def make_host(partition: int) -> SessionHostCore:
                 return SessionHostCore(
@@ -142,6 +156,12 @@ async def pipeline(redis: aioredis.Redis, tmp_path: Path) -> AsyncIterator[Pipel
                     await host.close()
                 await outbox.close()
                 await runtime.close()
+
+
+@pytest.fixture
+async def pipeline(redis: aioredis.Redis, tmp_path: Path) -> AsyncIterator[Pipeline]:
+    async with running_pipeline(redis, tmp_path / "whatsray.duckdb", agents_config()) as running:
+        yield running
 
 
 async def test_a_user_message_gets_one_reply(pipeline: Pipeline) -> None:
@@ -231,3 +251,72 @@ async def no_pending_sends(store: Store) -> None:
         if not await store.count_outbound(status="pending"):
             return
         await asyncio.sleep(0.05)
+
+
+class LookupArgs(ToolArguments):
+    order: str = ""
+
+
+async def test_an_interrupted_tool_call_is_stored_cancelled_and_the_rerun_sees_it(
+    redis: aioredis.Redis, tmp_path: Path
+) -> None:
+    """`interrupt` policy: the first attempt is inside a tool call when the user writes again.
+    The stored turn has that call with the result `cancelled`, and the rerun's model got it with
+    its result (a complete history: no tool call without an answer)."""
+    started, stopped = asyncio.Event(), asyncio.Event()
+
+    async def lookup(args: LookupArgs, ctx: Any) -> str:
+        started.set()
+        try:
+            await asyncio.Event().wait()  # the lookup hangs until the interrupt stops it
+        except asyncio.CancelledError:
+            stopped.set()
+            raise
+        return "never"
+
+    tools = BUILTIN_TOOLS.with_tools(Tool("lookup", "Look up an order.", LookupArgs, lookup))
+
+    def respond(messages: Sequence[ChatMessage]) -> Any:
+        if any(m.role == "tool" for m in messages):
+            return "Found order 4711."
+        return {"tool_calls": [{"name": "lookup", "arguments": {"order": "?"}}]}
+
+    engine = ScriptedEngine(responder=respond)
+    config = parse_agents_config(
+        {
+            "engines": {"scripted": {"engine": "scripted"}},
+            "router": {"default_agent": "assistant", "classifier": False},
+            "agents": [
+                {
+                    "name": "assistant",
+                    "description": "support",
+                    "system_prompt": "Help.",
+                    "engine": "scripted",
+                    "double_texting": "interrupt",
+                    "tools": ["lookup"],
+                }
+            ],
+        },
+        tool_registry=tools,
+    )
+    user = "15551230009"
+    async with running_pipeline(
+        redis, tmp_path / "w.duckdb", config, engine_factory=lambda _: engine, tools=tools
+    ) as pipeline:
+        await pipeline.user_says(user, "where is my order?")
+        await started.wait()
+        await pipeline.user_says(user, "it is 4711")
+        assert await pipeline.replies_to(user, 1) == ["Found order 4711."]
+        assert stopped.is_set()
+        chat = ChatKey(phone_number_id=DEFAULT_PHONE_NUMBER_ID, user=user)
+        [turn] = await pipeline.store.list_turns(chat)
+        assert len(turn.input_ids) == 2  # the rerun answered both messages
+        [call] = await pipeline.store.list_tool_calls(turn.turn_id)
+        assert (call.name, call.result, call.status) == ("lookup", "cancelled", "cancelled")
+        rerun = engine.calls[-1].messages
+        asked = [c.id for m in rerun for c in m.tool_calls]
+        answered = [m.tool_call_id for m in rerun if m.role == "tool"]
+        assert asked == answered and len(asked) == 1
+        assert json.loads(rerun[-1].content)["error"].startswith("cancelled")
+        await asyncio.sleep(0.3)
+        assert len(pipeline.emulator.outbound(to=user)) == 1

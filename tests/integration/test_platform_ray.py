@@ -5,6 +5,7 @@ broke. One Ray cluster and one deployed app serve the whole module; tests use di
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import time
@@ -26,6 +27,7 @@ from whatsray.whatsapp.signature import SIGNATURE_HEADER, sign
 
 AGENTS = Path(__file__).resolve().parents[1] / "data" / "agents.yaml"
 PARTITIONS = 2
+OPERATOR = "15550009999"  # WHATSRAY_OPERATOR_NUMBER: told when a chat is handed to a person
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "webhooks" / "message_text.json"
 
 
@@ -85,6 +87,7 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
         agents_file=AGENTS,
         http_port=http_port,
         emulator_port=emulator_port,
+        operator_number=OPERATOR,
     )
     ray.init(
         num_cpus=2,
@@ -286,3 +289,108 @@ def test_admin_api_auth_send_and_read(platform: Platform) -> None:
     bad = platform.api.post("/api/send-message", json={"to": user}, headers=admin(platform))
     assert bad.status_code == 422 and "text" in bad.text
     assert "/api/send-message" in platform.api.get("/openapi.json").json()["paths"]
+
+
+def test_an_agent_uses_tools_in_a_real_turn_and_hands_the_chat_to_a_person(
+    platform: Platform,
+) -> None:
+    import ray
+
+    # The operator wrote to the business number today: their 24 h window is open.
+    platform.user_says(OPERATOR, "operator on duty")
+    assert platform.texts_to(OPERATOR, 1) == ["echo: operator on duty"]
+    user = "15550000010"
+    platform.user_says(user, "hi there")
+    assert platform.texts_to(user, 1) == ["echo: hi there"]
+
+    platform.user_says(user, "/support my new bike broke")
+    # The tool's message, then the reply: each exactly once, in that order.
+    expected = [
+        "echo: hi there",
+        "Sorry to hear that. Let me get a person.",
+        "A person from our team will take over here soon.",
+    ]
+    assert platform.texts_to(user, 3) == expected
+    notice = f"Chat {user} needs a person: bike broke after purchase"
+    assert platform.texts_to(OPERATOR, 2) == ["echo: operator on duty", notice]
+
+    # The turn's tool calls are stored with it, each with its result.
+    store = ray.get_actor("store", namespace="whatsray")
+    chat = f"{DEFAULT_PHONE_NUMBER_ID}:{user}"
+    turns = ray.get(store.call.remote("list_turns", chat))
+    assert sorted(t.outcome for t in turns) == ["handoff", "ok"]  # same second: any order
+    [handoff] = [t for t in turns if t.outcome == "handoff"]
+    assert handoff.agent == "support"
+    calls = ray.get(store.call.remote("list_tool_calls", handoff.turn_id))
+    assert [(c.name, c.status) for c in calls] == [
+        ("get_messages", "ok"),
+        ("send_message", "ok"),
+        ("handoff_to_human", "ok"),
+    ]
+    history = json.loads(calls[0].result)["messages"]
+    assert [m["text"] for m in history] == ["hi there", "echo: hi there"]
+
+    # Handed off: the next message is stored, and the bot stays silent.
+    platform.user_says(user, "hello? anyone?")
+    deadline = time.monotonic() + 15
+    while ray.get(store.call.remote("count_messages", chat, direction="in")) < 3:
+        assert time.monotonic() < deadline, "the message after the handoff was not stored"
+        time.sleep(0.2)
+    time.sleep(1.5)  # a bot reply would have arrived by now
+    assert platform.texts_to(user, 3, within_s=0) == expected
+    assert len(platform.sent_to(user)) == 3
+    record = ray.get(store.call.remote("get_chat", chat))
+    assert record.handoff is True and record.agent == "support"
+
+
+def test_a_turn_cancelled_in_a_tool_call_streams_its_journal_and_stops_the_worker(
+    platform: Platform,
+) -> None:
+    """The Ray edge of the journal: a worker's tool calls reach the session's journal while the
+    turn runs, and cancelling the turn (an interrupt) cancels it in the worker."""
+    import asyncio
+
+    import ray
+
+    from actors.agents import AgentPool, AgentWorker
+    from whatsray.agents import AgentTurnRequest
+    from whatsray.session.turns import ToolCallJournal, ToolCallStatus
+
+    @ray.remote(num_cpus=0)
+    class StuckOutbox:  # sending never returns: the turn is caught inside send_message
+        async def call(self, method: str, *args: Any, **kwargs: Any) -> Any:
+            await asyncio.Event().wait()
+
+    store = ray.get_actor("store", namespace="whatsray")
+    worker = (
+        ray.remote(AgentWorker)
+        .options(num_cpus=0, max_concurrency=100)
+        .remote(
+            str(AGENTS),
+            "support",
+            store=store,
+            outboxes={DEFAULT_PHONE_NUMBER_ID: StuckOutbox.remote()},  # type: ignore[attr-defined]
+        )
+    )
+    pool = AgentPool({"support": [worker]})
+    chat = f"{DEFAULT_PHONE_NUMBER_ID}:15550000011"
+
+    async def scenario() -> ToolCallJournal:
+        journal = ToolCallJournal()
+        request = AgentTurnRequest("ray-turn-1", chat, ("my bike broke",))
+        turn = asyncio.create_task(pool.run("support", request, journal))
+        deadline = time.monotonic() + 60
+        while [c.name for c in journal.calls] != ["get_messages", "send_message"]:
+            assert time.monotonic() < deadline and not turn.done(), journal.calls
+            await asyncio.sleep(0.05)
+        turn.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await turn
+        return journal
+
+    journal = asyncio.run(scenario())
+    done, running = journal.calls
+    assert done.status is ToolCallStatus.OK and json.loads(done.result or "")["messages"] == []
+    assert running.status is ToolCallStatus.RUNNING  # started in the worker, never finished
+    assert [c.status for c in journal.cancel_unfinished()][-1] is ToolCallStatus.CANCELLED
+    ray.kill(worker)

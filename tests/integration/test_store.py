@@ -39,6 +39,7 @@ TABLES = {
     "outbound",
     "dead_letters",
     "early_statuses",
+    "tool_calls",
 }
 
 

@@ -51,9 +51,9 @@ class Factory:
 async def test_shipped_config_shares_one_local_engine() -> None:
     factory = Factory()
     runtime = await build_runtime(load_agents_config(SHIPPED), engine_factory=factory)
-    # assistant, faq and the classifier all name `local`: one engine
+    # assistant, faq, support and the classifier all name `local`: one engine
     assert factory.specs == [{"engine": "llamacpp"}]
-    assert set(runtime.agents) == {"assistant", "faq"}
+    assert set(runtime.agents) == {"assistant", "faq", "support"}
     assert runtime.agents["faq"].engine is runtime.agents["assistant"].engine
     await runtime.close()
     assert [await is_closed(e) for e in factory.engines] == [True]

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from whatsray.agents import AgentsConfigError, load_agents_config, parse_agents_config
-from whatsray.agents.config import AgentsConfig
+from whatsray.agents.config import KNOWN_TOOLS, AgentsConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 SHIPPED = ROOT / "configs" / "agents.yaml"
@@ -197,6 +197,48 @@ def test_unknown_tool(base_dir: Path) -> None:
     # ...and a name the registry knows is accepted
     config = parse_agents_config(data, base_dir=base_dir, known_tools={"send_rocket"})
     assert config.agent("assistant").tools == ("send_rocket",)
+
+
+def test_builtin_tools_are_known_and_the_defaults_of_the_loop(base_dir: Path) -> None:
+    assert {"send_message", "get_messages", "search_contacts", "handoff_to_human"} <= KNOWN_TOOLS
+    data = minimal()
+    data["agents"][0]["tools"] = ["get_messages", "send_message"]
+    assistant = parse(data, base_dir).agent("assistant")
+    assert assistant.tools == ("get_messages", "send_message")
+    assert (assistant.max_tool_steps, assistant.turn_timeout_s) == (4, 120.0)
+    assert assistant.permissions == ()
+
+
+def test_a_tool_whose_permission_is_not_granted_names_tool_and_permission(base_dir: Path) -> None:
+    data = minimal()
+    data["agents"][0]["tools"] = ["search_contacts"]
+    error = problems_of(data, base_dir)
+    assert (
+        "agent 'assistant', field 'tools': tool 'search_contacts' needs the permission "
+        "'read_contacts', which the agent is not granted"
+    ) in str(error)
+    data["agents"][0]["permissions"] = ["read_contacts"]
+    assert parse(data, base_dir).agent("assistant").permissions == ("read_contacts",)
+
+
+def test_unknown_or_repeated_permission_and_repeated_tool(base_dir: Path) -> None:
+    data = minimal()
+    data["agents"][0]["permissions"] = ["send_anywhere"]
+    data["agents"][1]["tools"] = ["get_messages", "get_messages"]
+    error = problems_of(data, base_dir)
+    assert "agent 'assistant', field 'permissions': unknown permission 'send_anywhere'" in str(
+        error
+    )
+    assert "known: message_any_chat, read_any_chat, read_contacts" in str(error)
+    assert "agent 'faq', field 'tools': " in str(error) and "more than once" in str(error)
+
+
+def test_shipped_support_agent_has_its_tools_and_no_extra_permissions() -> None:
+    support = load_agents_config(SHIPPED).agent("support")
+    assert support.tools == ("get_messages", "send_message", "handoff_to_human")
+    assert support.permissions == ()
+    assert "/support" in support.routing.commands
+    assert support.description.startswith("Customer support for problems and complaints")
 
 
 def test_misspelt_field_is_an_error(base_dir: Path) -> None:

@@ -1,5 +1,6 @@
 """Agents: definitions from `configs/agents.yaml`, the Router that picks one per turn, and the
-agent turn itself (prompt, one engine call, reply parts). Ray-free; see docs/agents.md."""
+agent turn itself (prompt, the model and its tools in a bounded loop, reply parts). Ray-free;
+see docs/agents.md and docs/tools.md."""
 
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ from whatsray.agents.config import (
 from whatsray.agents.knowledge import KnowledgeBase, KnowledgeEntry, KnowledgeError, KnowledgeMatch
 from whatsray.agents.replies import split_reply
 from whatsray.agents.router import RouteDecision, Router, RouteRequest, parse_classifier_answer
+from whatsray.agents.streaming import JournalEvent, RecordingJournal, stream_turn
 
 __all__ = [
     "Agent",
@@ -40,11 +42,13 @@ __all__ = [
     "DoubleTextingSpec",
     "EngineSpec",
     "HistoryLike",
+    "JournalEvent",
     "KnowledgeBase",
     "KnowledgeEntry",
     "KnowledgeError",
     "KnowledgeMatch",
     "KnowledgeSpec",
+    "RecordingJournal",
     "RouteDecision",
     "RouteRequest",
     "Router",
@@ -56,4 +60,5 @@ __all__ = [
     "parse_agents_config",
     "parse_classifier_answer",
     "split_reply",
+    "stream_turn",
 ]

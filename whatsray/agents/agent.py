@@ -1,14 +1,13 @@
-"""One agent turn: the prompt from the history window and the new inputs, one engine call, the
-reply cut into WhatsApp-sized parts.
+"""One agent turn: the prompt from the history window and the new inputs, the model (with the
+agent's tools, in a bounded loop: `tool_loop.py`), the reply cut into WhatsApp-sized parts.
 
-A turn never raises for an engine failure and never waits past the agent's `timeout_s`: the user
+A turn never raises for an engine or tool failure and never waits past the agent's bounds: the user
 gets the agent's apology and the result says `engine_error`. The FAQ agent answers its fixed
 "I don't know" reply without calling the model when its knowledge has nothing relevant.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -19,8 +18,17 @@ from typing import Protocol
 from whatsray.agents.config import AGENT_COMMAND, AgentsConfig, AgentSpec
 from whatsray.agents.knowledge import KnowledgeBase, KnowledgeMatch
 from whatsray.agents.replies import split_reply
-from whatsray.llm import ChatEngine, ChatMessage, LLMError, Usage
-from whatsray.whatsapp.events import MessageEvent
+from whatsray.agents.tool_loop import LoopResult, ToolLoop, earlier_call_messages
+from whatsray.llm import ChatEngine, ChatMessage, Usage
+from whatsray.session.turns import ToolCall, ToolCallJournal
+from whatsray.tools import (
+    BUILTIN_TOOLS,
+    ToolContext,
+    ToolRegistry,
+    ToolServices,
+    UnavailableToolServices,
+)
+from whatsray.whatsapp.events import ChatKey, MessageEvent
 
 __all__ = [
     "DEFAULT_GREETING",
@@ -59,12 +67,15 @@ def input_text(event: MessageEvent) -> str:
 @dataclass(frozen=True, slots=True)
 class AgentTurnRequest:
     """`inputs`: the turn's new user messages, oldest first (several when coalesced).
-    `history`: earlier messages, oldest first; the agent keeps only its window of them."""
+    `history`: earlier messages, oldest first; the agent keeps only its window of them.
+    `earlier_tool_calls`: what interrupted attempts of this turn ran (each with its result,
+    `cancelled` where it was stopped): the model is shown them, so it does not repeat a send."""
 
     turn_id: str
     chat: str
     inputs: tuple[str, ...]
     history: tuple[HistoryLike, ...] = ()
+    earlier_tool_calls: tuple[ToolCall, ...] = ()
 
     @classmethod
     def from_events(
@@ -73,8 +84,10 @@ class AgentTurnRequest:
         chat: str,
         events: Iterable[MessageEvent],
         history: Iterable[HistoryLike] = (),
+        earlier_tool_calls: Iterable[ToolCall] = (),
     ) -> AgentTurnRequest:
-        return cls(turn_id, chat, tuple(input_text(e) for e in events), tuple(history))
+        inputs = tuple(input_text(e) for e in events)
+        return cls(turn_id, chat, inputs, tuple(history), tuple(earlier_tool_calls))
 
 
 class AgentOutcome(StrEnum):
@@ -87,19 +100,26 @@ class AgentOutcome(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class AgentTurnResult:
-    """What a turn produced. `reply_parts` is never empty and each part fits one WhatsApp text."""
+    """What a turn produced. `reply_parts` is never empty and each part fits one WhatsApp text.
+
+    `tool_calls`: the calls of this turn, in order, each with its result and status. `handoff`:
+    a tool handed the chat to a person (the session then sets the chat's handoff flag)."""
 
     agent: str
     reply_parts: tuple[str, ...]
     outcome: AgentOutcome
-    usage: Usage = field(default_factory=Usage)
-    latency_ms: float = 0.0  # the engine call, as measured by the agent
+    usage: Usage = field(default_factory=Usage)  # summed over the turn's engine calls
+    latency_ms: float = 0.0  # the model and tool loop, as measured by the agent
     engine: str | None = None
     model: str | None = None
     finish_reason: str | None = None
     error: str | None = None  # for ENGINE_ERROR: what went wrong
     error_type: str | None = None  # the exception's class name (`LLMTimeout`...)
     knowledge_ids: tuple[str, ...] = ()  # FAQ entries given to the model
+    tool_calls: tuple[ToolCall, ...] = ()
+    handoff: bool = False
+    engine_calls: int = 0
+    tools_stopped: str | None = None  # why tools were withdrawn early: steps, time, bad_calls...
 
     @property
     def called_engine(self) -> bool:
@@ -111,8 +131,12 @@ class AgentTurnResult:
 
 
 class Agent:
-    """One agent definition bound to its engine (and knowledge). Plain class; a pool of Ray
-    actors wraps it later. Holds no per-chat state: turns of many chats may run concurrently."""
+    """One agent definition bound to its engine, knowledge and tools. Plain class; a pool of Ray
+    actors wraps it. Holds no per-chat state: turns of many chats may run concurrently.
+
+    `tools` is the registry the agent's `tools:` names come from; `services` is what those tools
+    reach of the platform (the store, the outboxes, the operator number). Without services, tools
+    that need the platform answer the model with an error (tests, demos)."""
 
     def __init__(
         self,
@@ -121,18 +145,34 @@ class Agent:
         *,
         knowledge: KnowledgeBase | None = None,
         monotonic: Callable[[], float] = time.perf_counter,
+        tools: ToolRegistry = BUILTIN_TOOLS,
+        services: ToolServices | None = None,
+        now: Callable[[], float] = time.time,
     ) -> None:
         if spec.knowledge is not None and knowledge is None:
             knowledge = KnowledgeBase.load(spec.knowledge.file)
+        missing = [name for name in spec.tools if name not in tools]
+        if missing:
+            raise ValueError(f"agent {spec.name!r} lists unknown tools: {', '.join(missing)}")
         self.spec = spec
         self.engine = engine
         self.knowledge = knowledge
+        self.tools = tools
+        self.services: ToolServices = services or UnavailableToolServices()
         self._monotonic = monotonic
+        self._now = now
         self._commands = frozenset(spec.routing.commands)
 
     @classmethod
-    def from_config(cls, config: AgentsConfig, name: str, engine: ChatEngine) -> Agent:
-        return cls(config.agent(name), engine)
+    def from_config(
+        cls,
+        config: AgentsConfig,
+        name: str,
+        engine: ChatEngine,
+        *,
+        services: ToolServices | None = None,
+    ) -> Agent:
+        return cls(config.agent(name), engine, services=services)
 
     @property
     def name(self) -> str:
@@ -183,7 +223,16 @@ class Agent:
 
     # --- the turn -------------------------------------------------------------------------------
 
-    async def run(self, request: AgentTurnRequest) -> AgentTurnResult:
+    async def run(
+        self,
+        request: AgentTurnRequest,
+        journal: ToolCallJournal | None = None,
+        *,
+        engine: ChatEngine | None = None,
+    ) -> AgentTurnResult:
+        """One turn. `journal` receives every tool call as it starts and finishes (the session's,
+        so that an interrupted turn still knows them); `engine` overrides the agent's engine for
+        this turn (a fallback engine under backpressure)."""
         inputs = self._inputs(request)
         if not inputs:  # a bare command, or nothing to answer
             return self._fixed(self.spec.greeting or DEFAULT_GREETING, AgentOutcome.GREETING)
@@ -196,52 +245,71 @@ class Agent:
             if not matches:
                 return self._fixed(options.unknown_reply, AgentOutcome.NO_KNOWLEDGE)
         messages = self.build_messages(request, matches)
-        knowledge_ids = tuple(m.entry.id for m in matches)
-        timeout = self.spec.timeout_s
-        started = self._monotonic()
+        context = self._context(request)
+        loop = ToolLoop(
+            self.spec,
+            engine or self.engine,
+            self.tools,
+            journal if journal is not None else ToolCallJournal(),
+            context,
+            monotonic=self._monotonic,
+        )
+        if context is not None and request.earlier_tool_calls:
+            messages += earlier_call_messages(request.earlier_tool_calls, "earlier_")
+            loop.reserve_ids(messages)
+        return self._result(await loop.run(messages), tuple(m.entry.id for m in matches))
+
+    def _context(self, request: AgentTurnRequest) -> ToolContext | None:
+        """The tools' view of this turn, from the session's request and the agent's config only;
+        None when the agent has no tools (or the chat is not a chat key: no tool can act)."""
+        if not self.spec.tools:
+            return None
         try:
-            async with asyncio.timeout(timeout):
-                reply = await self.engine.chat(
-                    messages,
-                    max_tokens=self.spec.max_tokens,
-                    temperature=self.spec.temperature,
-                    timeout_s=timeout,
-                )
-        except (
-            Exception
-        ) as exc:  # LLMError, TimeoutError, or an engine bug: never the user's problem
-            latency_ms = (self._monotonic() - started) * 1000.0
-            if isinstance(exc, TimeoutError) and not isinstance(exc, LLMError):
-                error = f"no answer within {timeout} s"
-            else:
-                error = str(exc) or type(exc).__name__
-            log_call = log.warning if isinstance(exc, LLMError | TimeoutError) else log.exception
-            log_call("agent %s: engine failed in turn %s: %s", self.name, request.turn_id, error)
-            return AgentTurnResult(
-                agent=self.name,
-                reply_parts=_parts(self.spec.apology),
-                outcome=AgentOutcome.ENGINE_ERROR,
-                latency_ms=latency_ms,
-                engine=getattr(self.engine, "name", None),
-                error=error,
-                error_type=type(exc).__name__,
-                knowledge_ids=knowledge_ids,
+            chat = ChatKey.parse(request.chat)
+        except ValueError:
+            log.warning(
+                "agent %s: turn %s has no chat key; tools are off", self.name, request.turn_id
             )
-        latency_ms = (self._monotonic() - started) * 1000.0
-        parts = split_reply(reply.content)
-        outcome = AgentOutcome.OK
-        if not parts:
-            parts, outcome = _parts(self.spec.empty_reply), AgentOutcome.EMPTY_REPLY
+            return None
+        return ToolContext(
+            chat=chat,
+            turn_id=request.turn_id,
+            agent=self.name,
+            permissions=frozenset(self.spec.permissions),
+            services=self.services,
+            now=self._now,
+        )
+
+    def _result(self, loop: LoopResult, knowledge_ids: tuple[str, ...]) -> AgentTurnResult:
+        spec = self.spec
+        handoff = loop.handoff_reason is not None
+        if loop.text is None:  # the engine failed (a handed-off chat still says a person comes)
+            parts, outcome = (
+                _parts(spec.handoff_reply if handoff else spec.apology),
+                (AgentOutcome.ENGINE_ERROR),
+            )
+        else:
+            parts, outcome = split_reply(loop.text), AgentOutcome.OK
+            if not parts and handoff:
+                parts = _parts(spec.handoff_reply)
+            elif not parts:
+                parts, outcome = _parts(spec.empty_reply), AgentOutcome.EMPTY_REPLY
         return AgentTurnResult(
             agent=self.name,
             reply_parts=parts,
             outcome=outcome,
-            usage=reply.usage,
-            latency_ms=latency_ms,
-            engine=reply.engine or getattr(self.engine, "name", None),
-            model=reply.model or None,
-            finish_reason=reply.finish_reason,
+            usage=loop.usage,
+            latency_ms=loop.latency_ms,
+            engine=loop.engine,
+            model=loop.model,
+            finish_reason=loop.finish_reason,
+            error=loop.error,
+            error_type=loop.error_type,
             knowledge_ids=knowledge_ids,
+            tool_calls=tuple(loop.tool_calls),
+            handoff=handoff,
+            engine_calls=loop.engine_calls,
+            tools_stopped=loop.stopped,
         )
 
     def _fixed(self, text: str, outcome: AgentOutcome) -> AgentTurnResult:

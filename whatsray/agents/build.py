@@ -16,6 +16,8 @@ from whatsray.agents.agent import Agent, AgentTurnRequest, AgentTurnResult
 from whatsray.agents.config import AgentsConfig, EngineSpec
 from whatsray.agents.router import Router
 from whatsray.llm import ChatEngine, build_engine
+from whatsray.session.turns import ToolCallJournal
+from whatsray.tools import BUILTIN_TOOLS, ToolRegistry, ToolServices
 
 __all__ = ["AgentRuntime", "EngineFactory", "build_runtime"]
 
@@ -29,9 +31,12 @@ class AgentRuntime:
     router: Router
     engines: list[ChatEngine] = field(default_factory=list)  # owned: closed by `close()`
 
-    async def run(self, agent: str, request: AgentTurnRequest) -> AgentTurnResult:
-        """Run a turn on the named agent (the pipeline's `AgentsPort`)."""
-        return await self.agents[agent].run(request)
+    async def run(
+        self, agent: str, request: AgentTurnRequest, journal: ToolCallJournal | None = None
+    ) -> AgentTurnResult:
+        """Run a turn on the named agent (the pipeline's `AgentsPort`); in one process the
+        session's journal is handed straight to the agent."""
+        return await self.agents[agent].run(request, journal)
 
     async def close(self) -> None:
         engines, self.engines = self.engines, []
@@ -40,9 +45,14 @@ class AgentRuntime:
 
 
 async def build_runtime(
-    config: AgentsConfig, *, engine_factory: EngineFactory = build_engine
+    config: AgentsConfig,
+    *,
+    engine_factory: EngineFactory = build_engine,
+    services: ToolServices | None = None,
+    tools: ToolRegistry = BUILTIN_TOOLS,
 ) -> AgentRuntime:
-    """Build every engine, agent and the router; if anything fails, close what was built."""
+    """Build every engine, agent and the router; if anything fails, close what was built.
+    `services` is what the agents' tools reach (the store, the outboxes, the operator)."""
     cache: dict[str, ChatEngine] = {}
     built: list[ChatEngine] = []
 
@@ -55,7 +65,12 @@ async def build_runtime(
 
     try:
         agents = {
-            name: Agent(config.agent(name), engine_for(config.engine_for(name)))
+            name: Agent(
+                config.agent(name),
+                engine_for(config.engine_for(name)),
+                tools=tools,
+                services=services,
+            )
             for name in config.names
         }
         classifier_spec = config.classifier_engine()

@@ -2,8 +2,9 @@
 
 `load_agents_config(path)` reads and validates the file into frozen values. Every problem found
 (unknown policy, unknown engine reference, duplicate agent, missing knowledge file, invalid regex,
-unknown tool, a typo in a field name...) is reported in one `AgentsConfigError` whose lines name the
-agent and the field, so a bad file is fixed in one go. The reference is docs/agents.md.
+unknown tool, a tool whose permission the agent lacks, a typo in a field name...) is reported in
+one `AgentsConfigError` whose lines name the agent and the field, so a bad file is fixed in one go.
+The reference is docs/agents.md (tools: docs/tools.md).
 """
 
 from __future__ import annotations
@@ -20,10 +21,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from whatsray.agents.knowledge import DEFAULT_MIN_SCORE
 from whatsray.agents.replies import DEFAULT_APOLOGY, DEFAULT_EMPTY_REPLY, DEFAULT_UNKNOWN_REPLY
 from whatsray.llm.factory import ENGINES
+from whatsray.tools.registry import BUILTIN_TOOLS, ToolRegistry
 
 __all__ = [
     "AGENT_COMMAND",
+    "DEFAULT_HANDOFF_REPLY",
     "KNOWN_ENGINE_KINDS",
+    "KNOWN_PERMISSIONS",
     "KNOWN_TOOLS",
     "AgentSpec",
     "AgentsConfig",
@@ -38,7 +42,12 @@ __all__ = [
 ]
 
 KNOWN_ENGINE_KINDS = frozenset(ENGINES)
-KNOWN_TOOLS: frozenset[str] = frozenset()  # the tools issue fills this from its registry
+KNOWN_TOOLS: frozenset[str] = frozenset(BUILTIN_TOOLS.names)
+KNOWN_PERMISSIONS: frozenset[str] = BUILTIN_TOOLS.known_permissions
+DEFAULT_HANDOFF_REPLY = (
+    "Thanks for your patience. I've passed this chat to a person from our team, who will answer "
+    "you here soon."
+)
 AGENT_COMMAND = "/agent"  # built in: `/agent NAME` moves the chat to that agent
 DEFAULT_REJECT_REPLY = "One moment please, I'm still answering your previous message."
 
@@ -156,13 +165,29 @@ class AgentSpec(_Strict):
     temperature: float | None = Field(None, ge=0, le=2)
     history_messages: int = Field(50, ge=0)
     timeout_s: float = Field(60.0, gt=0)  # one engine call; the turn never waits longer
+    # The tool-calling loop (docs/tools.md): model rounds that may call tools, the time budget
+    # of the loop (the closing reply without tools may take one more `timeout_s`), one tool call.
+    max_tool_steps: int = Field(4, ge=1, le=20)
+    turn_timeout_s: float = Field(120.0, gt=0)
+    tool_timeout_s: float = Field(10.0, gt=0)
     double_texting: DoubleTextingSpec = DoubleTextingSpec()
     routing: RoutingRules = RoutingRules()
-    tools: tuple[str, ...] = ()
+    tools: tuple[str, ...] = ()  # names from the tool registry, offered to the model in order
+    permissions: tuple[str, ...] = ()  # what this agent's tools may do beyond the turn's chat
     knowledge: KnowledgeSpec | None = None
     greeting: str | None = None  # the reply to a bare command (`/faq`), without the model
     apology: str = Field(DEFAULT_APOLOGY, min_length=1)  # the reply when the engine fails
     empty_reply: str = Field(DEFAULT_EMPTY_REPLY, min_length=1)  # when the model says nothing
+    # The reply of a turn that handed the chat to a person, when the model wrote none.
+    handoff_reply: str = Field(DEFAULT_HANDOFF_REPLY, min_length=1)
+
+    @field_validator("tools", "permissions")
+    @classmethod
+    def _no_repeats(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        repeated = sorted({v for v in value if value.count(v) > 1})
+        if repeated:
+            raise ValueError(f"listed more than once: {', '.join(repeated)}")
+        return value
 
 
 class RouterSpec(_Strict):
@@ -240,8 +265,9 @@ class AgentsConfigError(ValueError):
 def load_agents_config(
     path: str | Path,
     *,
-    known_tools: Collection[str] = KNOWN_TOOLS,
+    known_tools: Collection[str] | None = None,
     known_engine_kinds: Collection[str] = KNOWN_ENGINE_KINDS,
+    tool_registry: ToolRegistry = BUILTIN_TOOLS,
 ) -> AgentsConfig:
     """Read and validate an agents file. Knowledge paths are relative to the file's folder."""
     file = Path(path)
@@ -259,6 +285,7 @@ def load_agents_config(
         source=str(file),
         known_tools=known_tools,
         known_engine_kinds=known_engine_kinds,
+        tool_registry=tool_registry,
     )
 
 
@@ -267,11 +294,15 @@ def parse_agents_config(
     *,
     base_dir: str | Path = ".",
     source: str = "agents config",
-    known_tools: Collection[str] = KNOWN_TOOLS,
+    known_tools: Collection[str] | None = None,
     known_engine_kinds: Collection[str] = KNOWN_ENGINE_KINDS,
+    tool_registry: ToolRegistry = BUILTIN_TOOLS,
 ) -> AgentsConfig:
-    """Validate already-parsed YAML/JSON (a mapping). Raises `AgentsConfigError`."""
-    checker = _Checker(Path(base_dir), set(known_tools), set(known_engine_kinds))
+    """Validate already-parsed YAML/JSON (a mapping). Raises `AgentsConfigError`.
+
+    Tool names and permissions are checked against `tool_registry` (the built-in tools by
+    default); `known_tools` adds names known elsewhere, whose permissions are not checked."""
+    checker = _Checker(Path(base_dir), set(known_engine_kinds), tool_registry, known_tools)
     config = checker.check(data)
     if checker.problems or config is None:
         raise AgentsConfigError(source, checker.problems or ["empty configuration"])
@@ -281,9 +312,17 @@ def parse_agents_config(
 class _Checker:
     """Validates piece by piece so that each problem is reported with the agent it belongs to."""
 
-    def __init__(self, base_dir: Path, tools: set[str], engine_kinds: set[str]) -> None:
+    def __init__(
+        self,
+        base_dir: Path,
+        engine_kinds: set[str],
+        registry: ToolRegistry,
+        extra_tools: Collection[str] | None,
+    ) -> None:
         self.base_dir = base_dir
-        self.tools = tools
+        self.registry = registry
+        self.tools = set(registry.names) | set(extra_tools or ())
+        self.permissions = registry.known_permissions
         self.engine_kinds = engine_kinds
         self.problems: list[str] = []
         self.declared: set[str] = set()  # agent names, valid agents or not
@@ -393,12 +432,7 @@ class _Checker:
                 self.problems.append(
                     f"{where}, field 'routing.commands': {AGENT_COMMAND} is built in"
                 )
-        for tool in spec.tools:
-            if tool not in self.tools:
-                known = ", ".join(sorted(self.tools)) or "none yet"
-                self.problems.append(
-                    f"{where}, field 'tools': unknown tool {tool!r} (known: {known})"
-                )
+        self._tools(spec, where)
         if spec.knowledge is None:
             return spec
         file = spec.knowledge.file
@@ -407,6 +441,30 @@ class _Checker:
             self.problems.append(f"{where}, field 'knowledge.file': no such file: {resolved}")
         knowledge = spec.knowledge.model_copy(update={"file": resolved})
         return spec.model_copy(update={"knowledge": knowledge})
+
+    def _tools(self, spec: AgentSpec, where: str) -> None:
+        """Tool names exist; permissions exist; every listed tool's permissions are granted."""
+        granted = set(spec.permissions)
+        for permission in spec.permissions:
+            if permission not in self.permissions:
+                known = ", ".join(sorted(self.permissions)) or "none"
+                self.problems.append(
+                    f"{where}, field 'permissions': unknown permission {permission!r} "
+                    f"(known: {known})"
+                )
+        for name in spec.tools:
+            if name not in self.tools:
+                known = ", ".join(sorted(self.tools)) or "none yet"
+                self.problems.append(
+                    f"{where}, field 'tools': unknown tool {name!r} (known: {known})"
+                )
+                continue
+            tool = self.registry.get(name)
+            for permission in sorted(tool.permissions - granted) if tool else ():
+                self.problems.append(
+                    f"{where}, field 'tools': tool {name!r} needs the permission "
+                    f"{permission!r}, which the agent is not granted (add it to permissions)"
+                )
 
     def _unique(self, agents: list[AgentSpec]) -> None:
         for name, count in Counter(a.name for a in agents).items():

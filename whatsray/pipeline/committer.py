@@ -1,9 +1,13 @@
-"""Commit a turn: store it with its replies in one transaction, then hand the replies to the outbox.
+"""Commit a turn: store it with its replies and tool calls in one transaction, then hand the
+replies to the outbox.
 
 Exactly-once hangs on ids chosen here, before anything is sent: reply part `i` of turn `t` is
 outbound `t:i`, and the turn id is derived from its input ids. A turn retried after a crash
 records nothing new (the store's inserts are keyed on those ids) and the outbox never sends an
-outbound id twice.
+outbound id twice. (Messages a tool sent during the turn have ids `t:tool:n`: `whatsray.tools`.)
+
+The stored tool calls are the interrupted attempts' (each ended, `cancelled` where it was stopped)
+followed by the final attempt's: every call has a result, so the history stays valid.
 """
 
 from __future__ import annotations
@@ -13,10 +17,28 @@ from typing import Any
 
 from whatsray.outbox.ledger import OutboundItem
 from whatsray.pipeline.ports import OutboxPort, StorePort
-from whatsray.session.turns import ReplyPart, TurnRequest, TurnResult
-from whatsray.store.records import SessionSnapshot, TurnRecord
+from whatsray.session.turns import (
+    CANCELLED,
+    ReplyPart,
+    ToolCall,
+    ToolCallStatus,
+    TurnOutcome,
+    TurnRequest,
+    TurnResult,
+)
+from whatsray.store.records import SessionSnapshot, ToolCallRecord, TurnRecord
+from whatsray.tools.outbound import recipient
 from whatsray.whatsapp.events import ChatKey, MessageEvent
 from whatsray.whatsapp.messages import TextMessage
+
+__all__ = [
+    "TurnCommitter",
+    "outbound_id",
+    "outbound_items",
+    "recipient",
+    "reply_body",
+    "tool_call_records",
+]
 
 
 def outbound_id(turn_id: str, part: int) -> str:
@@ -28,12 +50,6 @@ def reply_body(to: str, part: ReplyPart) -> dict[str, Any]:
     if isinstance(part, str):
         return TextMessage(to=to, body=part).to_graph_body()
     return {**part, "to": to}
-
-
-def recipient(chat: ChatKey) -> str:
-    """Whom to send to: `+` and the number (Meta's advice: a number without its `+` may get the
-    business number's country code prepended), or the BSUID as is."""
-    return "+" + chat.user if chat.user.isdigit() else chat.user
 
 
 def outbound_items(
@@ -53,6 +69,26 @@ def outbound_items(
         )
         for index, part in enumerate(parts)
     )
+
+
+def tool_call_records(turn_id: str, calls: Sequence[ToolCall]) -> tuple[ToolCallRecord, ...]:
+    """The calls as the store keeps them, numbered in order; one still running (which a finished
+    turn should not have) is stored as cancelled, so every stored call has a result."""
+    out = []
+    for index, call in enumerate(calls):
+        done = call.finished and call.result is not None
+        out.append(
+            ToolCallRecord(
+                turn_id=turn_id,
+                idx=index,
+                call_id=call.call_id,
+                name=call.name,
+                arguments=call.arguments,
+                result=call.result if done and call.result is not None else CANCELLED,
+                status=call.status.value if done else ToolCallStatus.CANCELLED.value,
+            )
+        )
+    return tuple(out)
 
 
 def _event_time(event: MessageEvent, default: float) -> float:
@@ -95,12 +131,15 @@ class TurnCommitter:
         snapshot = SessionSnapshot(
             chat=str(request.chat),
             agent=result.agent or request.agent,
-            handoff=request.handoff or result.outcome.value == "handoff",
+            handoff=request.handoff or result.outcome is TurnOutcome.HANDOFF,
             last_inbound_at=max(_event_time(e, now) for e in request.inputs),
             summary=request.summary,
             updated_at=now,
         )
-        await self._store.record_turn_results(turn, items, snapshot)
+        calls = tool_call_records(
+            request.turn_id, (*request.interrupted_tool_calls, *result.tool_calls)
+        )
+        await self._store.record_turn_results(turn, items, snapshot, tool_calls=calls)
         if items:  # durable now: the outbox sends them, and resends after a crash
             await self._outbox_for(request.chat.phone_number_id).dispatch(items)
 

@@ -12,7 +12,8 @@ from typing import Protocol
 from whatsray.agents.agent import AgentTurnRequest, AgentTurnResult
 from whatsray.agents.router import RouteDecision, RouteRequest
 from whatsray.outbox.ledger import OutboundItem
-from whatsray.store.records import MessageRecord, SessionSnapshot, TurnRecord
+from whatsray.session.turns import ToolCallJournal
+from whatsray.store.records import MessageRecord, SessionSnapshot, ToolCallRecord, TurnRecord
 from whatsray.whatsapp.events import ChatKey, MessageEvent, StatusEvent
 
 
@@ -26,6 +27,7 @@ class StorePort(Protocol):
         turn: TurnRecord,
         outbound: Sequence[OutboundItem] = (),
         session: SessionSnapshot | None = None,
+        tool_calls: Sequence[ToolCallRecord] = (),
     ) -> list[bool]: ...
 
     async def load_session(self, chat: ChatKey | str) -> SessionSnapshot | None: ...
@@ -50,6 +52,9 @@ class RouterPort(Protocol):
 
 
 class AgentsPort(Protocol):
-    """Runs a turn on the named agent (a pool of them, on a cluster)."""
+    """Runs a turn on the named agent (a pool of them, on a cluster). The agent reports its tool
+    calls to `journal` as they start and finish (across processes, the Ray edge streams them)."""
 
-    async def run(self, agent: str, request: AgentTurnRequest) -> AgentTurnResult: ...
+    async def run(
+        self, agent: str, request: AgentTurnRequest, journal: ToolCallJournal
+    ) -> AgentTurnResult: ...

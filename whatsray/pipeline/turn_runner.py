@@ -2,7 +2,8 @@
 
 The session calls this as its `run_turn` hook. It never raises for an engine failure (the agent
 already turned that into an apology, reported as a FAILED outcome); anything else that raises is
-the session's to handle (it commits the configured apology).
+the session's to handle (it commits the configured apology). A turn whose tools handed the chat to
+a person ends `HANDOFF`: the session sets the chat's flag and runs no more turns for it.
 """
 
 from __future__ import annotations
@@ -55,14 +56,25 @@ class TurnRunner:
         result = await self._agents.run(
             decision.agent,
             AgentTurnRequest.from_events(
-                request.turn_id, str(request.chat), request.inputs, request.history
+                request.turn_id,
+                str(request.chat),
+                request.inputs,
+                request.history,
+                earlier_tool_calls=request.interrupted_tool_calls,
             ),
+            journal,
         )
-        failed = result.outcome is AgentOutcome.ENGINE_ERROR
+        if result.handoff:  # wins over a failed closing reply: the chat is a person's now
+            outcome = TurnOutcome.HANDOFF
+        elif result.outcome is AgentOutcome.ENGINE_ERROR:
+            outcome = TurnOutcome.FAILED
+        else:
+            outcome = TurnOutcome.OK
         return TurnResult(
             reply_parts=result.reply_parts,
             agent=result.agent,
-            outcome=TurnOutcome.FAILED if failed else TurnOutcome.OK,
+            tool_calls=result.tool_calls,
+            outcome=outcome,
             usage=TurnUsage(
                 engine=result.engine,
                 model=result.model,

@@ -24,6 +24,7 @@ from whatsray.store.records import (
     OutboundRecord,
     SessionSnapshot,
     StatusChange,
+    ToolCallRecord,
     TurnRecord,
 )
 from whatsray.store.schema import MIGRATIONS, SCHEMA_VERSION
@@ -49,6 +50,7 @@ __all__ = [
     "StoreClosedError",
     "StoreError",
     "StoreWriteError",
+    "ToolCallRecord",
     "TurnRecord",
     "UnknownOutboundError",
     "WriterStats",

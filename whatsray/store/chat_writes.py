@@ -16,7 +16,7 @@ from typing import Any
 from duckdb import DuckDBPyConnection
 
 from whatsray.outbox.ledger import OutboundItem
-from whatsray.store.records import SessionSnapshot, TurnRecord
+from whatsray.store.records import SessionSnapshot, ToolCallRecord, TurnRecord
 from whatsray.store.rows import InboundRow, column_names, outbound_summary, rows_table
 from whatsray.store.writer import WriteKind
 
@@ -61,14 +61,15 @@ class PreparedSession:
 
 @dataclass(frozen=True, slots=True)
 class TurnResults:
-    """Any of: a turn record, outbound messages to record, a session snapshot; one result per
-    outbound message (True: newly recorded). `record_outbound`, `record_turn` and
-    `save_session` are this with one part."""
+    """Any of: a turn record (with its tool calls), outbound messages to record, a session
+    snapshot; one result per outbound message (True: newly recorded). `record_outbound`,
+    `record_turn` and `save_session` are this with one part."""
 
     now: float
     turn: TurnRecord | None = None
     outbound: tuple[PreparedOutbound, ...] = ()
     session: PreparedSession | None = None
+    tool_calls: tuple[ToolCallRecord, ...] = ()  # the turn's, all of them (they replace any)
 
 
 @dataclass(slots=True)
@@ -311,10 +312,12 @@ def _record_turn_results(
             claimed.add(oid)
         results.append(flags)
 
-    # Turns: a repeated turn id replaces the earlier record (the last one wins).
+    # Turns: a repeated turn id replaces the earlier record (the last one wins), tool calls too.
     turns = {g.turn.turn_id: g.turn for g in groups if g.turn is not None}
     if turns:
         _replace_turns(conn, list(turns.values()))
+        calls = {g.turn.turn_id: g.tool_calls for g in groups if g.turn is not None}
+        _replace_tool_calls(conn, calls)
 
     # Sessions: the last snapshot of each chat wins.
     sessions = {g.session.snapshot.chat: g.session for g in groups if g.session is not None}
@@ -378,6 +381,33 @@ def _replace_turns(conn: DuckDBPyConnection, turns: list[TurnRecord]) -> None:
             " WHERE messages.id = u.id AND messages.chat = u.chat AND messages.direction = 'in'",
             params,
         )
+
+
+def _replace_tool_calls(
+    conn: DuckDBPyConnection, calls: dict[str, tuple[ToolCallRecord, ...]]
+) -> None:
+    source, params = rows_table([("turn_id", "VARCHAR")], [(turn_id,) for turn_id in calls])
+    conn.execute(
+        f"DELETE FROM tool_calls WHERE turn_id IN (SELECT turn_id FROM ({source}))", params
+    )
+    columns = [
+        ("turn_id", "VARCHAR"),
+        ("idx", "INTEGER"),
+        ("call_id", "VARCHAR"),
+        ("name", "VARCHAR"),
+        ("arguments", "VARCHAR"),
+        ("result", "VARCHAR"),
+        ("status", "VARCHAR"),
+    ]
+    rows = [
+        (turn_id, c.idx, c.call_id, c.name, c.arguments, c.result, c.status)
+        for turn_id, records in calls.items()
+        for c in records
+    ]
+    if rows:
+        source, params = rows_table(columns, rows)
+        names = column_names(columns)
+        conn.execute(f"INSERT INTO tool_calls ({names}) SELECT * FROM ({source})", params)
 
 
 def _replace_sessions(

@@ -12,7 +12,14 @@ from typing import Any
 from duckdb import DuckDBPyConnection
 
 from whatsray.outbox.ledger import DeadLetter, OutboundRecord
-from whatsray.store.records import ChatRecord, Contact, MessageRecord, SessionSnapshot, TurnRecord
+from whatsray.store.records import (
+    ChatRecord,
+    Contact,
+    MessageRecord,
+    SessionSnapshot,
+    ToolCallRecord,
+    TurnRecord,
+)
 from whatsray.store.rows import (
     dead_letter_from_row,
     digits_only,
@@ -31,6 +38,7 @@ __all__ = [
     "get_turn",
     "list_chats",
     "list_dead_letters",
+    "list_tool_calls",
     "list_turns",
     "load_session",
     "pending_inbound",
@@ -167,6 +175,17 @@ def list_turns(cur: DuckDBPyConnection, chat: str, limit: int) -> list[TurnRecor
     return [TurnRecord(**row) for row in reversed(rows)]
 
 
+def list_tool_calls(cur: DuckDBPyConnection, turn_id: str) -> list[ToolCallRecord]:
+    """The turn's tool calls, in order."""
+    rows = _rows(
+        cur,
+        "SELECT turn_id, idx, call_id, name, arguments, result, status FROM tool_calls"
+        " WHERE turn_id = ? ORDER BY idx",
+        [turn_id],
+    )
+    return [ToolCallRecord(**row) for row in rows]
+
+
 def get_outbound(cur: DuckDBPyConnection, outbound_id: str) -> OutboundRecord | None:
     row = _one(cur, "SELECT * FROM outbound WHERE outbound_id = ?", [outbound_id])
     return outbound_from_row(row) if row is not None else None
@@ -213,6 +232,7 @@ _COUNTABLE: dict[str, frozenset[str]] = {
     "chats": frozenset({"agent", "handoff"}),
     "contacts": frozenset(),
     "turns": frozenset({"chat", "agent", "outcome"}),
+    "tool_calls": frozenset({"turn_id", "name", "status"}),
     "sessions": frozenset(),
     "outbound": frozenset({"chat", "status", "phone_number_id"}),
     "dead_letters": frozenset({"outbound_id", "reason"}),

@@ -25,6 +25,7 @@ __all__ = [
     "OutboundRecord",
     "SessionSnapshot",
     "StatusChange",
+    "ToolCallRecord",
     "TurnRecord",
     "chat_string",
 ]
@@ -122,6 +123,20 @@ class TurnRecord(_ChatRecord):
     error: str | None = None
     started_at: float
     finished_at: float | None = None
+
+
+class ToolCallRecord(_Record):
+    """One tool call of a turn: `idx` is its place in the turn (from 0), `call_id` the id the
+    model gave it, `arguments` the model's JSON text, `result` what the model was told (JSON
+    text, or `cancelled`), `status` `ok`, `error` or `cancelled`."""
+
+    turn_id: str
+    idx: int = Field(ge=0)
+    call_id: str
+    name: str
+    arguments: str = "{}"
+    result: str
+    status: str
 
 
 class SessionSnapshot(_ChatRecord):

@@ -114,8 +114,24 @@ _V1 = (
     )""",
 )
 
+_V2 = (
+    # The tool calls of a turn, in order, each with its result: written in the turn's own
+    # transaction and replaced with it (a turn recorded again replaces its calls).
+    """CREATE TABLE tool_calls (
+        turn_id VARCHAR NOT NULL,
+        idx INTEGER NOT NULL CHECK (idx >= 0),
+        call_id VARCHAR NOT NULL,
+        name VARCHAR NOT NULL,
+        arguments VARCHAR NOT NULL,
+        result VARCHAR NOT NULL,
+        status VARCHAR NOT NULL,
+        PRIMARY KEY (turn_id, idx)
+    )""",
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "contacts, chats, messages, turns, sessions, outbound, dead letters", _V1),
+    Migration(2, "tool calls of turns", _V2),
 )
 
 SCHEMA_VERSION = MIGRATIONS[-1].version

@@ -50,6 +50,7 @@ from whatsray.store.records import (
     Contact,
     MessageRecord,
     SessionSnapshot,
+    ToolCallRecord,
     TurnRecord,
     chat_string,
 )
@@ -250,15 +251,20 @@ class Store:
         turn: TurnRecord,
         outbound: Sequence[OutboundItem] = (),
         session: SessionSnapshot | None = None,
+        tool_calls: Sequence[ToolCallRecord] = (),
     ) -> list[bool]:
-        """A turn's results in one transaction: the turn, its replies recorded in the outbound
-        ledger (pending; the outbox sends them), and the session snapshot. Returns, per reply,
-        whether it was new (False: already recorded by an earlier try of this turn)."""
+        """A turn's results in one transaction: the turn and its tool calls (replacing any of an
+        earlier try), its replies recorded in the outbound ledger (pending; the outbox sends
+        them), and the session snapshot. Returns, per reply, whether it was new (False: already
+        recorded by an earlier try of this turn)."""
+        calls = tuple(tool_calls)
+        _check_tool_calls(turn, calls)
         results = TurnResults(
             self._now(),
             turn=turn,
             outbound=tuple(_prepare_outbound(item) for item in outbound),
             session=_prepare_session(session) if session is not None else None,
+            tool_calls=calls,
         )
         return await self._write(TURN_RESULTS, results)
 
@@ -314,6 +320,10 @@ class Store:
         key = chat_string(chat)
         _check_limit(limit)
         return await self._read(lambda cur: reads.list_turns(cur, key, limit))
+
+    async def list_tool_calls(self, turn_id: str) -> list[ToolCallRecord]:
+        """The tool calls of a turn, in order (empty for a turn without any, or unknown)."""
+        return await self._read(lambda cur: reads.list_tool_calls(cur, turn_id))
 
     # -- the outbound ledger (OutboundLedger) ---------------------------------------------------
 
@@ -418,6 +428,20 @@ def _prepare_session(snapshot: SessionSnapshot) -> PreparedSession:
     # JSON-encoded here, so a state that cannot be stored fails at the call, not in a batch.
     key = _chat_key(snapshot.chat)
     return PreparedSession(snapshot, key.phone_number_id, key.user, dump_json(snapshot.state))
+
+
+def _check_tool_calls(turn: TurnRecord, calls: tuple[ToolCallRecord, ...]) -> None:
+    """Bad input fails at the call, not in the writer's batch: the calls are this turn's, and
+    numbered 0, 1, 2... in order."""
+    for expected, call in enumerate(calls):
+        if call.turn_id != turn.turn_id:
+            raise ValueError(
+                f"tool call {call.call_id!r} is of turn {call.turn_id!r}, not {turn.turn_id!r}"
+            )
+        if call.idx != expected:
+            raise ValueError(
+                f"tool calls must be numbered 0..n-1 in order; found {call.idx} at {expected}"
+            )
 
 
 def _check_limit(limit: int, offset: int = 0) -> None:
