@@ -142,6 +142,7 @@ class Platform:
             "store": store,
             "outboxes": outboxes,
             "router": router,
+            "agent_workers": workers,
             "session_hosts": hosts,
         }
 

@@ -30,6 +30,7 @@ from whatsray.agents import (
     load_agents_config,
     stream_turn,
 )
+from whatsray.agents.backpressure import AgentLoad, combine_loads, gate
 from whatsray.agents.config import AgentsConfig
 from whatsray.llm import build_engine
 from whatsray.session.turns import ToolCallJournal
@@ -79,10 +80,14 @@ class AgentWorker:
         operator_number: str | None = None,
     ) -> None:
         config = load_config(agents_file, engine_override)
+        spec = config.agent(agent)
         engine = build_engine(config.engine_for(agent).as_dict())
+        fallback_spec = config.fallback_engine_for(agent)
+        fallback = build_engine(fallback_spec.as_dict()) if fallback_spec else None
         services = tool_services(store, outboxes, operator_number)
-        self._agent = Agent(config.agent(agent), engine, services=services)
-        self._forward = Forwarder(self._agent, ("run",))
+        # Turns queue here, fair across chats, for a slot on the engine (backpressure).
+        self._agent = gate(Agent(spec, engine, services=services), spec.backpressure, fallback)
+        self._forward = Forwarder(self._agent, ("run", "load"))
 
     async def call(self, method: str, *args: Any, **kwargs: Any) -> Any:
         return await self._forward.call(method, *args, **kwargs)
@@ -124,6 +129,12 @@ class AgentPool:
         if result is None:
             raise RuntimeError(f"agent {agent!r} ended its turn {request.turn_id} without a result")
         return result
+
+    async def load(self, agent: str) -> AgentLoad:
+        """The agent's inference load over all its workers."""
+        workers = self._workers[agent]
+        loads = await asyncio.gather(*(w.call.remote("load") for w in workers))
+        return combine_loads(agent, loads)
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (AgentPool, (self._workers,))

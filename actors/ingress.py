@@ -15,6 +15,7 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 from starlette.routing import BaseRoute
 
+from actors.agents import AgentPool
 from actors.proxy import ActorProxy
 from whatsray.admin import create_admin_router
 from whatsray.inbox import Inbox
@@ -57,6 +58,7 @@ class Ingress:
                 store=cast(Store, ActorProxy(platform["store"])),
                 outbox_for=outboxes.__getitem__,
                 phone_number_ids=platform["phone_number_ids"],
+                inference=self.inference_report,
             )
         )
 
@@ -73,6 +75,17 @@ class Ingress:
             return JSONResponse(body, status_code=200 if body["ready"] else 503)
 
         return app
+
+    async def inference_report(self) -> dict[str, Any]:
+        """Each agent's inference load over its workers, and the host's "one moment" counts."""
+        pool = AgentPool(self.platform["agent_workers"])
+        loads = await asyncio.gather(*(pool.load(name) for name in self.platform["agent_workers"]))
+        hosts = await asyncio.gather(*(h.stats.remote() for h in self.platform["session_hosts"]))
+        return {
+            "agents": [load.as_dict() for load in loads],
+            "notices_sent": sum(h.get("notices_sent", 0) for h in hosts),
+            "typing_refreshes": sum(h.get("typing_refreshes", 0) for h in hosts),
+        }
 
     async def readiness(self) -> dict[str, bool]:
         hosts: Sequence[Any] = self.platform["session_hosts"]

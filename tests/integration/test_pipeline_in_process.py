@@ -147,7 +147,7 @@ async def running_pipeline(
             hosts = [make_host(p) for p in range(PARTITIONS)]
             for host in hosts:
                 await host.start()
-            [engine] = runtime.engines
+            engine = runtime.engines[0]  # the agents' engine (a fallback comes after it)
             assert isinstance(engine, ScriptedEngine)
             try:
                 yield Pipeline(emulator, graph_http, store, inbox, engine, hosts, make_host)
@@ -320,3 +320,86 @@ async def test_an_interrupted_tool_call_is_stored_cancelled_and_the_rerun_sees_i
         assert json.loads(rerun[-1].content)["error"].startswith("cancelled")
         await asyncio.sleep(0.3)
         assert len(pipeline.emulator.outbound(to=user)) == 1
+
+
+# --- backpressure --------------------------------------------------------------------------
+
+
+def _busy_config(**backpressure: Any) -> AgentsConfig:
+    return parse_agents_config(
+        {
+            "engines": {
+                "primary": {"engine": "scripted", "model": "primary"},
+                "spare": {"engine": "scripted", "model": "spare"},
+            },
+            "router": {"default_agent": "assistant", "classifier": False},
+            "agents": [
+                {
+                    "name": "assistant",
+                    "description": "general assistant",
+                    "system_prompt": "Be brief.",
+                    "engine": "primary",
+                    "double_texting": "enqueue",
+                    "backpressure": {"max_concurrent_turns": 1, **backpressure},
+                }
+            ],
+        }
+    )
+
+
+def _engines(release: asyncio.Event) -> EngineFactory:
+    """`primary` answers "slow ..." messages only once `release` is set; `spare` at once."""
+
+    def build(spec: Any) -> ScriptedEngine:
+        name = spec["model"]
+
+        async def respond(messages: Sequence[ChatMessage]) -> str:
+            text = messages[-1].content
+            if name == "primary" and text.startswith("slow"):
+                await release.wait()
+            return f"{name}: {text}"
+
+        return ScriptedEngine(responder=respond, name=name)
+
+    return build
+
+
+async def test_a_waiting_user_hears_one_moment_once_and_no_turn_is_dropped(
+    redis: aioredis.Redis, tmp_path: Path
+) -> None:
+    """One slot, taken by a slow turn: the next chat's turn queues, its user gets the notice
+    once after `notice_after_s`, and both answers arrive when inference frees up."""
+    release = asyncio.Event()
+    config = _busy_config(notice_after_s=0.3, notice_text="One moment please!")
+    async with running_pipeline(
+        redis, tmp_path / "w.duckdb", config, engine_factory=_engines(release)
+    ) as pipeline:
+        await pipeline.user_says("15551230101", "slow question")
+        await asyncio.sleep(0.3)  # the slow turn holds the slot
+        await pipeline.user_says("15551230102", "quick question")
+        assert (await pipeline.replies_to("15551230102", 1))[:1] == ["One moment please!"]
+        await asyncio.sleep(0.5)  # time for a second notice, which must not come
+        release.set()
+        waited = await pipeline.replies_to("15551230102", 2)
+        assert waited == ["One moment please!", "primary: quick question"]
+        slow = await pipeline.replies_to("15551230101", 2)
+        assert slow[-1] == "primary: slow question"
+        notices = sum(host.stats()["notices_sent"] for host in pipeline.hosts)
+        assert notices == len(slow) - 1 + 1  # the slow chat waited too, while B queued
+
+
+async def test_a_fallback_engine_takes_the_turns_that_would_wait(
+    redis: aioredis.Redis, tmp_path: Path
+) -> None:
+    release = asyncio.Event()
+    config = _busy_config(notice_after_s=None, fallback_engine="spare", fallback_after_s=0.2)
+    async with running_pipeline(
+        redis, tmp_path / "w.duckdb", config, engine_factory=_engines(release)
+    ) as pipeline:
+        await pipeline.user_says("15551230201", "slow question")
+        await asyncio.sleep(0.3)
+        await pipeline.user_says("15551230202", "quick question")
+        assert await pipeline.replies_to("15551230202", 1) == ["spare: quick question"]
+        assert pipeline.emulator.outbound(to="15551230201") == []  # still on the primary
+        release.set()
+        assert await pipeline.replies_to("15551230201", 1) == ["primary: slow question"]

@@ -341,3 +341,35 @@ agents:
     config = load_agents_config(file)
     knowledge = config.agent("faq").knowledge
     assert knowledge is not None and knowledge.file == tmp_path / "conf" / "kb" / "faq.md"
+
+
+# --- backpressure ----------------------------------------------------------------------------
+
+
+def test_backpressure_defaults_and_a_fallback_engine(base_dir: Path) -> None:
+    data = minimal()
+    data["engines"]["spare"] = {"engine": "scripted", "mode": "echo", "prefix": "spare: "}
+    data["agents"][0]["backpressure"] = {"fallback_engine": "spare", "max_concurrent_turns": 2}
+    config = parse(data, base_dir)
+    spec = config.agent("assistant").backpressure
+    assert (spec.max_concurrent_turns, spec.fallback_after_s, spec.notice_after_s) == (2, 10.0, 8.0)
+    fallback = config.fallback_engine_for("assistant")
+    assert fallback is not None and fallback.key == "spare"
+    assert config.fallback_engine_for("faq") is None
+    # An engine override runs everything on one engine: no fallback left to need a key.
+    assert config.with_engine("test").fallback_engine_for("assistant") is None
+
+
+def test_a_fallback_must_be_another_known_engine(base_dir: Path) -> None:
+    data = minimal()
+    data["agents"][0]["backpressure"] = {"fallback_engine": "nope"}
+    data["agents"][1]["backpressure"] = {"fallback_engine": "test"}
+    error = problems_of(data, base_dir)
+    assert (
+        "agent 'assistant', field 'backpressure.fallback_engine': unknown engine 'nope'"
+        in error.problems
+    )
+    assert any("'test' is the agent's own engine" in p for p in error.problems)
+    data = minimal()
+    data["agents"][0]["backpressure"] = {"notice_after_s": 0}
+    assert "backpressure.notice_after_s" in str(problems_of(data, base_dir))

@@ -21,6 +21,7 @@ from tests.unit.tools_harness import (
     turn,
 )
 from whatsray.agents import AgentOutcome
+from whatsray.agents.config import AgentsConfig, RouterSpec
 from whatsray.llm import ChatMessage, LLMUnavailable, ScriptedEngine
 from whatsray.outbox.ledger import OutboundItem
 from whatsray.pipeline.committer import TurnCommitter
@@ -219,6 +220,11 @@ class Agents:
     async def run(self, name: str, request: Any, journal: ToolCallJournal) -> Any:
         return await self.agent.run(request, journal)
 
+    async def load(self, name: str) -> Any:
+        from whatsray.agents.backpressure import AgentLoad
+
+        return AgentLoad(name, capacity=1)
+
 
 class Outbox:
     async def mark_read(self, message_id: str, typing_indicator: bool) -> None:
@@ -270,9 +276,29 @@ def session_request(*texts: str) -> TurnRequest:
 
 async def run_and_commit(agent: Any, request: TurnRequest) -> tuple[Any, Store]:
     store = Store()
-    runner = TurnRunner(Router("support"), Agents(agent), lambda _: Outbox(), now=time.time)
+    config = AgentsConfig(
+        engines={}, agents=(agent.spec,), router=RouterSpec(default_agent=agent.spec.name)
+    )
+    windows: list[float] = []
+
+    async def open_window(chat: Any, at: float) -> None:
+        windows.append(at)
+
+    async def send_text(chat: Any, key: str, text: str) -> None:
+        raise AssertionError("a quick turn sends no notice")
+
+    runner = TurnRunner(
+        Router("support"),
+        Agents(agent),
+        lambda _: Outbox(),
+        agents_config=config,
+        open_window=open_window,
+        send_text=send_text,
+        now=time.time,
+    )
     committer = TurnCommitter(store, lambda _: Outbox(), now=time.time)  # type: ignore[arg-type]
     result = await runner(request, ToolCallJournal())
+    assert len(windows) == 1  # the turn opened the user's window before the agent ran
     await committer.commit(request, result)
     return result, store
 

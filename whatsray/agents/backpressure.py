@@ -15,14 +15,17 @@ from typing import Protocol
 
 from whatsray.agents.admission import FairAdmission, SlotTimeout
 from whatsray.agents.agent import AgentOutcome, AgentTurnRequest, AgentTurnResult
+from whatsray.agents.config import BackpressureSpec
 from whatsray.llm import ChatEngine, EngineLoad, ReportsLoad
 from whatsray.session.turns import ToolCallJournal
 
-__all__ = ["AgentLoad", "GatedAgent", "RunsTurns", "combine_loads"]
+__all__ = ["DEFAULT_CAPACITY", "AgentLoad", "GatedAgent", "RunsTurns", "combine_loads", "gate"]
 
 log = logging.getLogger(__name__)
 
 # Engine failures worth another engine: the primary is down or too slow, not the request bad.
+DEFAULT_CAPACITY = 16  # turns at once for an engine that does not say how many it runs
+
 _TRANSIENT_ERRORS = frozenset({"LLMUnavailable", "LLMRateLimited", "LLMTimeout", "TimeoutError"})
 
 
@@ -159,6 +162,16 @@ class GatedAgent:
             max_wait_s=stats.max_wait_s,
             fallback_turns=self.fallback_turns,
         )
+
+
+def gate(agent: RunsTurns, spec: BackpressureSpec, fallback: ChatEngine | None) -> GatedAgent:
+    """`agent` behind its admission queue as its config says. Without `max_concurrent_turns`
+    the capacity is the engine's own (vLLM's batch size, a llama.cpp pool's size)."""
+    capacity = spec.max_concurrent_turns
+    if capacity is None:
+        reported = getattr(agent.engine, "capacity", None)
+        capacity = reported if isinstance(reported, int) and reported > 0 else DEFAULT_CAPACITY
+    return GatedAgent(agent, capacity, fallback=fallback, fallback_after_s=spec.fallback_after_s)
 
 
 def combine_loads(agent: str, loads: Iterable[AgentLoad]) -> AgentLoad:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from whatsray.agents.agent import Agent, AgentTurnRequest, AgentTurnResult
+from whatsray.agents.backpressure import AgentLoad, GatedAgent, combine_loads, gate
 from whatsray.agents.config import AgentsConfig, EngineSpec
 from whatsray.agents.router import Router
 from whatsray.llm import ChatEngine, build_engine
@@ -30,13 +31,21 @@ class AgentRuntime:
     agents: dict[str, Agent]
     router: Router
     engines: list[ChatEngine] = field(default_factory=list)  # owned: closed by `close()`
+    gated: dict[str, GatedAgent] = field(default_factory=dict)  # each agent behind its queue
+
+    def __post_init__(self) -> None:
+        for name, agent in self.agents.items():
+            self.gated.setdefault(name, gate(agent, agent.spec.backpressure, None))
 
     async def run(
         self, agent: str, request: AgentTurnRequest, journal: ToolCallJournal | None = None
     ) -> AgentTurnResult:
         """Run a turn on the named agent (the pipeline's `AgentsPort`); in one process the
         session's journal is handed straight to the agent."""
-        return await self.agents[agent].run(request, journal)
+        return await self.gated[agent].run(request, journal)
+
+    async def load(self, agent: str) -> AgentLoad:
+        return combine_loads(agent, [await self.gated[agent].load()])
 
     async def close(self) -> None:
         engines, self.engines = self.engines, []
@@ -73,6 +82,14 @@ async def build_runtime(
             )
             for name in config.names
         }
+        gated = {
+            name: gate(
+                agent,
+                agent.spec.backpressure,
+                None if (fb := config.fallback_engine_for(name)) is None else engine_for(fb),
+            )
+            for name, agent in agents.items()
+        }
         classifier_spec = config.classifier_engine()
         classifier = engine_for(classifier_spec) if classifier_spec is not None else None
         router = Router(config, classifier)
@@ -80,4 +97,4 @@ async def build_runtime(
         for engine in built:
             await engine.close()
         raise
-    return AgentRuntime(config, agents, router, built)
+    return AgentRuntime(config, agents, router, built, gated)

@@ -32,6 +32,7 @@ __all__ = [
     "AgentSpec",
     "AgentsConfig",
     "AgentsConfigError",
+    "BackpressureSpec",
     "DoubleTextingSpec",
     "EngineSpec",
     "KnowledgeSpec",
@@ -44,6 +45,7 @@ __all__ = [
 KNOWN_ENGINE_KINDS = frozenset(ENGINES)
 KNOWN_TOOLS: frozenset[str] = frozenset(BUILTIN_TOOLS.names)
 KNOWN_PERMISSIONS: frozenset[str] = BUILTIN_TOOLS.known_permissions
+DEFAULT_WAIT_NOTICE = "One moment please, I'm on it."
 DEFAULT_HANDOFF_REPLY = (
     "Thanks for your patience. I've passed this chat to a person from our team, who will answer "
     "you here soon."
@@ -155,6 +157,22 @@ class EngineSpec(BaseModel):
         return out
 
 
+class BackpressureSpec(_Strict):
+    """What an agent does when inference is saturated (docs/agents.md, "Backpressure").
+
+    Turns beyond `max_concurrent_turns` (per agent worker) wait in a queue that is fair across
+    chats. A turn still running after `notice_after_s` while inference is saturated sends
+    `notice_text` once (null: never). With `fallback_engine` set, a turn that waited
+    `fallback_after_s` for a slot, or whose engine is down, runs on that engine instead.
+    """
+
+    max_concurrent_turns: int | None = Field(None, ge=1, le=4096)  # None: the engine's capacity
+    notice_after_s: float | None = Field(8.0, gt=0)
+    notice_text: str = Field(DEFAULT_WAIT_NOTICE, min_length=1)
+    fallback_engine: str | None = None  # a key of `engines:`
+    fallback_after_s: float = Field(10.0, ge=0)
+
+
 class AgentSpec(_Strict):
     name: str = Field(pattern=_NAME)
     description: str = Field(min_length=1)  # what the classifier reads
@@ -180,6 +198,7 @@ class AgentSpec(_Strict):
     empty_reply: str = Field(DEFAULT_EMPTY_REPLY, min_length=1)  # when the model says nothing
     # The reply of a turn that handed the chat to a person, when the model wrote none.
     handoff_reply: str = Field(DEFAULT_HANDOFF_REPLY, min_length=1)
+    backpressure: BackpressureSpec = BackpressureSpec()
 
     @field_validator("tools", "permissions")
     @classmethod
@@ -233,9 +252,24 @@ class AgentsConfig(BaseModel):
                 self.source or "agents",
                 [f"engine override {engine!r} is not in engines: ({known})"],
             )
-        agents = tuple(a.model_copy(update={"engine": engine, "model": None}) for a in self.agents)
+        # The fallback goes too: an override runs everything on one engine (no keys needed).
+        agents = tuple(
+            a.model_copy(
+                update={
+                    "engine": engine,
+                    "model": None,
+                    "backpressure": a.backpressure.model_copy(update={"fallback_engine": None}),
+                }
+            )
+            for a in self.agents
+        )
         router = self.router.model_copy(update={"classifier_engine": engine})
         return self.model_copy(update={"agents": agents, "router": router})
+
+    def fallback_engine_for(self, agent: str) -> EngineSpec | None:
+        """The engine an agent's turns fall back to when inference is saturated, if any."""
+        name = self.agent(agent).backpressure.fallback_engine
+        return None if name is None else self.engines[name]
 
     def classifier_engine(self) -> EngineSpec | None:
         """The classifier's engine, or None when the classifier is off."""
@@ -419,6 +453,16 @@ class _Checker:
             self.problems.append(
                 f"{where}, field 'model': engine {spec.engine!r} ({engine.engine}) takes no "
                 "model name; configure its model on the engine"
+            )
+        fallback = spec.backpressure.fallback_engine
+        if fallback is not None and fallback not in engines:
+            self.problems.append(
+                f"{where}, field 'backpressure.fallback_engine': unknown engine {fallback!r}"
+            )
+        elif fallback is not None and fallback == spec.engine:
+            self.problems.append(
+                f"{where}, field 'backpressure.fallback_engine': {fallback!r} is the agent's own "
+                "engine; a fallback must be another one"
             )
         for i, pattern in enumerate(spec.routing.patterns):
             try:

@@ -4,18 +4,25 @@ deterministic fallback, so a turn is always routed even with the LLM down.
 Order (docs/agents.md, "Routing order"): handoff, commands, interactive reply ids, keywords,
 patterns, the sticky current agent, the classifier, the default agent. Every decision says which
 path made it (`RouteDecision.reason`), and the router counts them for metrics.
+
+The classifier asks for a structured answer, `{"agent": <one of the names>}`, through the engine's
+`response_schema` (a JSON schema with the names as an enum): engines with constrained decoding
+(llama.cpp, vLLM, OpenAI) can then only answer a valid name. Engines without it may answer
+anything, so the answer is always checked; text that is not JSON is read tolerantly. Accuracy per
+engine: benchmarks/router_accuracy.py, docs/router.md.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import re
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from whatsray.agents.config import AGENT_COMMAND, AgentsConfig, AgentSpec
 from whatsray.llm import ChatEngine, ChatMessage, LLMTimeout
@@ -28,7 +35,9 @@ __all__ = [
     "RouteReason",
     "RouteRequest",
     "Router",
+    "classifier_schema",
     "parse_classifier_answer",
+    "parse_structured_answer",
 ]
 
 log = logging.getLogger(__name__)
@@ -47,8 +56,14 @@ RouteReason = Literal[
 # answered something that is not an agent.
 FallbackCause = Literal["disabled", "single_agent", "no_text", "error", "timeout", "invalid_answer"]
 
+# How the classifier's answer was read: a JSON object (the structured answer) or free text.
+AnswerForm = Literal["json", "text"]
+
 _CLASSIFIER_MAX_INPUT_CHARS = 1000  # the newest text is what matters; keep the prompt small
-_CLASSIFIER_MAX_TOKENS = 12
+# `{"agent": "assistant"}` is about 8 tokens; grammars allow some whitespace around the braces.
+# Too few tokens would cut the JSON short and turn a right answer into an invalid one.
+_CLASSIFIER_MAX_TOKENS = 32
+_FENCE = re.compile(r"^```(?:json)?\s*(.*?)\s*```$", re.DOTALL)
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,7 +102,8 @@ class RouteRequest:
 @dataclass(frozen=True, slots=True)
 class RouteDecision:
     """`agent` is None only for `handoff` (no agent runs). `detail` says what matched: the
-    command, reply id, keywords or pattern, or the error; `classifier_answer` is the raw answer."""
+    command, reply id, keywords or pattern, the error, or for `classifier` how the answer was
+    read ("json" or "text"); `classifier_answer` is the raw answer."""
 
     agent: str | None
     reason: RouteReason
@@ -105,6 +121,43 @@ def parse_classifier_answer(answer: str, names: Sequence[str]) -> str | None:
         return cleaned
     found = {n for n in names if re.search(rf"(?<![\w-]){re.escape(n)}(?![\w-])", answer.lower())}
     return found.pop() if len(found) == 1 else None
+
+
+def classifier_schema(names: Sequence[str]) -> dict[str, Any]:
+    """The JSON schema of the classifier's answer: `{"agent": <one of names>}` and nothing else
+    (OpenAI's strict mode wants every property required and no additional ones)."""
+    return {
+        "title": "route",
+        "type": "object",
+        "properties": {"agent": {"type": "string", "enum": list(names)}},
+        "required": ["agent"],
+        "additionalProperties": False,
+    }
+
+
+def parse_structured_answer(answer: str, names: Sequence[str]) -> tuple[str | None, AnswerForm]:
+    """The agent in a classifier answer, and how it was read.
+
+    A JSON object (optionally in a ```json fence) is the structured answer: its `agent` must be
+    one of `names` (any case, surrounding spaces ignored), else the answer is invalid, even if a
+    name appears elsewhere in it. Anything else (an engine that ignored the schema, a bare
+    name) goes to the tolerant `parse_classifier_answer`.
+    """
+    text = answer.strip()
+    fenced = _FENCE.match(text)
+    if fenced:
+        text = fenced.group(1)
+    if text.startswith("{"):
+        try:
+            parsed = json.loads(text)
+        except ValueError:
+            parsed = None
+        if isinstance(parsed, dict):
+            agent = parsed.get("agent")
+            if isinstance(agent, str) and agent.strip().lower() in names:
+                return agent.strip().lower(), "json"
+            return None, "json"
+    return parse_classifier_answer(answer, names), "text"
 
 
 class Router:
@@ -131,6 +184,7 @@ class Router:
             a.name: [re.compile(p) for p in a.routing.patterns] for a in config.agents
         }
         self._system_prompt = _classifier_prompt(config.agents)
+        self._schema = classifier_schema(self._names)
         self.counts: Counter[str] = Counter()  # decisions by reason, and fallbacks by cause
 
     @property
@@ -138,7 +192,7 @@ class Router:
         return self._names
 
     async def route(self, request: RouteRequest) -> RouteDecision:
-        decision = self._by_rules(request) or await self._by_classifier(request)
+        decision = self.rules(request) or await self.classify(request)
         self.counts[decision.reason] += 1
         if decision.fallback_cause:
             self.counts[f"fallback:{decision.fallback_cause}"] += 1
@@ -146,7 +200,9 @@ class Router:
 
     # --- explicit rules ----------------------------------------------------------------------
 
-    def _by_rules(self, request: RouteRequest) -> RouteDecision | None:
+    def rules(self, request: RouteRequest) -> RouteDecision | None:
+        """The explicit rules alone (handoff, command, interactive, keyword, pattern, sticky):
+        their decision, or None when none applies and the classifier would be asked."""
         if request.handoff:
             return RouteDecision(None, "handoff", "a person has taken over this chat")
         newest_first = request.texts[::-1]
@@ -215,7 +271,9 @@ class Router:
 
     # --- classifier, then fallback --------------------------------------------------------------
 
-    async def _by_classifier(self, request: RouteRequest) -> RouteDecision:
+    async def classify(self, request: RouteRequest) -> RouteDecision:
+        """The classifier alone (then the fallback), skipping the explicit rules: what `route`
+        does when no rule decides. Not counted in `counts` (benchmarks call it directly)."""
         if self._classifier is None:
             return self._fallback("disabled")
         if len(self._names) == 1:
@@ -230,7 +288,11 @@ class Router:
         try:
             async with asyncio.timeout(timeout):
                 reply = await self._classifier.chat(
-                    messages, max_tokens=_CLASSIFIER_MAX_TOKENS, temperature=0.0, timeout_s=timeout
+                    messages,
+                    max_tokens=_CLASSIFIER_MAX_TOKENS,
+                    temperature=0.0,  # the most likely name: the same message routes the same way
+                    response_schema=self._schema,
+                    timeout_s=timeout,
                 )
         except (TimeoutError, LLMTimeout):
             return self._fallback("timeout", f"no answer within {timeout} s")
@@ -238,11 +300,11 @@ class Router:
             log.warning("router: classifier failed for chat %s: %r", request.chat, exc)
             return self._fallback("error", f"{type(exc).__name__}: {exc}")
         latency_ms = (self._monotonic() - started) * 1000.0
-        agent = parse_classifier_answer(reply.content, self._names)
+        agent, form = parse_structured_answer(reply.content, self._names)
         if agent is None:
             log.info("router: classifier answered %r, not an agent name", reply.content[:200])
             return self._fallback("invalid_answer", None, reply.content, latency_ms)
-        return RouteDecision(agent, "classifier", None, None, reply.content, latency_ms)
+        return RouteDecision(agent, "classifier", form, None, reply.content, latency_ms)
 
     def _fallback(
         self,
@@ -262,11 +324,11 @@ def _phrase_regex(phrase: str) -> re.Pattern[str]:
 
 
 def _classifier_prompt(agents: Sequence[AgentSpec]) -> str:
+    """Short on purpose: of the prompts measured with SmolLM2-135M (docs/router.md) the short one
+    did best, and a fixed prompt is a prefix llama.cpp and vLLM evaluate once and then reuse."""
     lines = "\n".join(f"- {a.name}: {' '.join(a.description.split())}" for a in agents)
-    names = ", ".join(a.name for a in agents)
     return (
-        "You route WhatsApp messages to the right agent. The agents are:\n"
-        f"{lines}\n\n"
-        "Read the user's message and answer with exactly one agent name from this list: "
-        f"{names}. Answer with the name only: no other words, no punctuation."
+        "Pick the agent that should answer the customer's WhatsApp message.\n"
+        f"Agents:\n{lines}\n"
+        'Reply with JSON: {"agent": "<name>"}'
     )

@@ -13,6 +13,7 @@ from whatsray.agents.config import AgentsConfig
 from whatsray.pipeline.committer import TurnCommitter, outbound_items
 from whatsray.pipeline.ports import AgentsPort, OutboxPort, RouterPort, StorePort
 from whatsray.pipeline.turn_runner import TurnRunner
+from whatsray.pipeline.waiting import WaitingNotice
 from whatsray.session.config import SessionConfig, SessionHooks
 from whatsray.session.policies import DoubleTextingPolicy
 from whatsray.session.state import HistoryMessage, SessionState
@@ -83,6 +84,7 @@ def build_session_hooks(
     agents_config: AgentsConfig,
     session_config: SessionConfig,
     now: Callable[[], float],
+    waiting: WaitingNotice | None = None,
 ) -> SessionHooks:
     committer = TurnCommitter(store, outbox_for, now=now)
 
@@ -98,16 +100,30 @@ def build_session_hooks(
         log.info("recording %d message(s) of %s without a turn (%s)", len(events), chat, reason)
         await committer.record_inputs(events)
 
-    async def send_reply(chat: ChatKey, text: str, replied_to: MessageEvent) -> None:
-        # The id derives from the message replied to: a redelivery cannot send it twice.
-        items = outbound_items(chat, f"reply-to:{replied_to.message_id}", [text], now())
+    async def send_text(chat: ChatKey, key: str, text: str) -> None:
+        """Record, then send; `key` names the message, so sending it again sends nothing."""
+        items = outbound_items(chat, key, [text], now())
         for item in items:
             await store.record_outbound(item)
         await outbox_for(chat.phone_number_id).dispatch(items)
 
+    async def send_reply(chat: ChatKey, text: str, replied_to: MessageEvent) -> None:
+        # The id derives from the message replied to: a redelivery cannot send it twice.
+        await send_text(chat, f"reply-to:{replied_to.message_id}", text)
+
+    runner = TurnRunner(
+        router,
+        agents,
+        outbox_for,
+        agents_config=agents_config,
+        open_window=lambda chat, at: store.update_chat(chat, last_inbound_at=at),
+        send_text=send_text,
+        now=now,
+        waiting=waiting,
+    )
     return SessionHooks(
         load_state=StateLoader(store, session_config),
-        run_turn=TurnRunner(router, agents, outbox_for, now=now),
+        run_turn=runner,
         commit_turn=committer.commit,
         ack=ack,
         on_status=on_status,

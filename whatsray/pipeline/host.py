@@ -18,6 +18,7 @@ from whatsray.inbox import Inbox
 from whatsray.pipeline.consumer import PartitionConsumer
 from whatsray.pipeline.hooks import build_session_hooks
 from whatsray.pipeline.ports import AgentsPort, OutboxPort, RouterPort, StorePort
+from whatsray.pipeline.waiting import WaitingNotice
 from whatsray.session import SessionConfig, SessionRegistry
 
 log = logging.getLogger(__name__)
@@ -47,6 +48,7 @@ class SessionHostCore:
         async def ack(tokens: tuple[str, ...]) -> None:
             await inbox.ack(partition, tokens)
 
+        self.waiting = WaitingNotice()
         hooks = build_session_hooks(
             store=store,
             router=router,
@@ -56,6 +58,7 @@ class SessionHostCore:
             agents_config=agents_config,
             session_config=config,
             now=now,
+            waiting=self.waiting,
         )
         self.registry = SessionRegistry(hooks, config, now=now)
         self._consumer_options = consumer_options or {}
@@ -94,6 +97,7 @@ class SessionHostCore:
             "delivered": consumer.delivered if consumer else 0,
             "skipped": consumer.skipped if consumer else 0,
             **dataclasses.asdict(self.registry.stats()),
+            **dataclasses.asdict(self.waiting.stats),
         }
 
     async def _sweep_forever(self) -> None:

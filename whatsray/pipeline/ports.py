@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from whatsray.agents.agent import AgentTurnRequest, AgentTurnResult
+from whatsray.agents.backpressure import AgentLoad
 from whatsray.agents.router import RouteDecision, RouteRequest
 from whatsray.outbox.ledger import OutboundItem
 from whatsray.session.turns import ToolCallJournal
@@ -29,6 +30,10 @@ class StorePort(Protocol):
         session: SessionSnapshot | None = None,
         tool_calls: Sequence[ToolCallRecord] = (),
     ) -> list[bool]: ...
+
+    async def update_chat(self, chat: ChatKey | str, *, last_inbound_at: float | None) -> None:
+        """Set the chat's last inbound time (creating the chat if new)."""
+        ...
 
     async def load_session(self, chat: ChatKey | str) -> SessionSnapshot | None: ...
 
@@ -58,3 +63,7 @@ class AgentsPort(Protocol):
     async def run(
         self, agent: str, request: AgentTurnRequest, journal: ToolCallJournal
     ) -> AgentTurnResult: ...
+
+    async def load(self, agent: str) -> AgentLoad:
+        """How loaded the agent's inference is (its queues and its engine)."""
+        ...

@@ -9,11 +9,14 @@ a person ends `HANDOFF`: the session sets the chat's flag and runs no more turns
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 
 from whatsray.agents.agent import AgentOutcome, AgentTurnRequest
+from whatsray.agents.config import AgentsConfig
 from whatsray.agents.router import RouteRequest
 from whatsray.pipeline.ports import AgentsPort, OutboxPort, RouterPort
+from whatsray.pipeline.waiting import WaitingNotice
 from whatsray.session.turns import (
     ToolCallJournal,
     TurnOutcome,
@@ -21,8 +24,12 @@ from whatsray.session.turns import (
     TurnResult,
     TurnUsage,
 )
+from whatsray.whatsapp.events import ChatKey, MessageEvent
 
 log = logging.getLogger(__name__)
+
+# Sends a text to a chat under an outbound id derived from `key` (recorded, then dispatched).
+SendText = Callable[[ChatKey, str, str], Awaitable[None]]
 
 
 class TurnRunner:
@@ -32,15 +39,26 @@ class TurnRunner:
         agents: AgentsPort,
         outbox_for: Callable[[str], OutboxPort],
         *,
+        agents_config: AgentsConfig,
+        open_window: Callable[[ChatKey, float], Awaitable[None]],
+        send_text: SendText,
         now: Callable[[], float],
+        waiting: WaitingNotice | None = None,
     ) -> None:
         self._router = router
         self._agents = agents
         self._outbox_for = outbox_for
+        self._config = agents_config
+        self._open_window = open_window
+        self._send_text = send_text
         self._now = now
+        self.waiting = waiting or WaitingNotice()
 
     async def __call__(self, request: TurnRequest, journal: ToolCallJournal) -> TurnResult:
         await self._acknowledge_to_user(request)
+        # The inputs are stored with the turn; the window they open counts from now, for what
+        # the turn's tools and the "one moment" notice send before that.
+        await self._open_window(request.chat, max(_sent_at(e, self._now()) for e in request.inputs))
         last_at = request.history[-1].at if request.history else None
         decision = await self._router.route(
             RouteRequest.from_events(
@@ -53,17 +71,19 @@ class TurnRunner:
         )
         if decision.agent is None:  # handoff: a human answers, the bot stays silent
             return TurnResult(agent=request.agent, outcome=TurnOutcome.HANDOFF)
-        result = await self._agents.run(
-            decision.agent,
-            AgentTurnRequest.from_events(
-                request.turn_id,
-                str(request.chat),
-                request.inputs,
-                request.history,
-                earlier_tool_calls=request.interrupted_tool_calls,
-            ),
-            journal,
-        )
+        agent = decision.agent
+        async with self._while_waiting(request, agent):
+            result = await self._agents.run(
+                agent,
+                AgentTurnRequest.from_events(
+                    request.turn_id,
+                    str(request.chat),
+                    request.inputs,
+                    request.history,
+                    earlier_tool_calls=request.interrupted_tool_calls,
+                ),
+                journal,
+            )
         if result.handoff:  # wins over a failed closing reply: the chat is a person's now
             outcome = TurnOutcome.HANDOFF
         elif result.outcome is AgentOutcome.ENGINE_ERROR:
@@ -85,6 +105,30 @@ class TurnRunner:
             error=result.error,
         )
 
+    def _while_waiting(self, request: TurnRequest, agent: str) -> AbstractAsyncContextManager[None]:
+        """Typing stays on during a long turn; "one moment" once if inference is saturated."""
+        spec = self._config.agent(agent).backpressure
+        newest = request.inputs[-1].message_id
+        outbox = self._outbox_for(request.chat.phone_number_id)
+
+        async def refresh_typing() -> None:
+            assert newest is not None
+            await outbox.mark_read(newest, typing_indicator=True)
+
+        async def saturated() -> bool:
+            return (await self._agents.load(agent)).saturated
+
+        async def send_notice() -> None:
+            # One id per turn: a retried turn (same inputs, same id) never says it twice.
+            await self._send_text(request.chat, f"{request.turn_id}:wait", spec.notice_text)
+
+        return self.waiting.watch(
+            refresh_typing=refresh_typing if newest is not None else None,
+            saturated=saturated,
+            send_notice=send_notice,
+            notice_after_s=spec.notice_after_s,
+        )
+
     async def _acknowledge_to_user(self, request: TurnRequest) -> None:
         """Blue ticks and the typing indicator on the newest input (best effort)."""
         newest = request.inputs[-1].message_id
@@ -96,3 +140,7 @@ class TurnRunner:
             )
         except Exception:  # a missing read receipt must never cost the user the answer
             log.warning("mark-as-read failed for %s", newest, exc_info=True)
+
+
+def _sent_at(event: MessageEvent, default: float) -> float:
+    return event.timestamp.timestamp() if event.timestamp is not None else default
