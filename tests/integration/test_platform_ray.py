@@ -394,3 +394,32 @@ def test_a_turn_cancelled_in_a_tool_call_streams_its_journal_and_stops_the_worke
     assert running.status is ToolCallStatus.RUNNING  # started in the worker, never finished
     assert [c.status for c in journal.cancel_unfinished()][-1] is ToolCallStatus.CANCELLED
     ray.kill(worker)
+
+
+def test_a_queued_turn_hears_one_moment_and_the_load_shows_in_the_admin_api(
+    platform: Platform,
+) -> None:
+    """The `queued` agent runs one turn at a time (3 s each): of two chats writing at once, one
+    waits. While it does, inference is saturated, so each unanswered user hears the notice at
+    most once (the waiting one for sure); both get their answers; /api/inference counts it."""
+    users = ["15550000401", "15550000402"]
+    with ThreadPoolExecutor(len(users)) as pool:
+        list(pool.map(lambda u: platform.user_says(u, f"/queued hello {u}"), users))
+    answers = {u: f"echo: hello {u}" for u in users}
+    texts = {}
+    for user in users:
+        platform.texts_to(user, 2, within_s=20)
+        time.sleep(1.5)  # time for a second notice, which must not come
+        texts[user] = platform.texts_to(user, 3, within_s=0.1)
+        assert texts[user][-1] == answers[user], texts
+        assert texts[user][:-1] in ([], ["One moment please!"]), texts
+    assert any(texts[u] == ["One moment please!", answers[u]] for u in users), texts
+    report = platform.api.get("/api/inference", headers=admin(platform))
+    assert report.status_code == 200, report.text
+    body = report.json()
+    queued = next(a for a in body["agents"] if a["agent"] == "queued")
+    assert (queued["capacity"], queued["admitted"], queued["waited"]) == (1, 2, 1)
+    assert not queued["saturated"] and queued["running"] == 0
+    assert body["notices_sent"] >= 1
+    assert {a["agent"] for a in body["agents"]} == {"assistant", "slow", "support", "queued"}
+    assert platform.api.get("/api/inference").status_code == 401

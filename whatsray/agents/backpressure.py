@@ -69,9 +69,8 @@ class AgentLoad:
 
     @property
     def saturated(self) -> bool:
-        """A new turn would wait: turns are queued here, or the engine queues requests."""
-        engine_saturated = self.engine is not None and self.engine.saturated
-        return self.waiting > 0 or self.running >= self.capacity or engine_saturated
+        """Turns are waiting for inference: in the queues here, or inside the engine."""
+        return self.waiting > 0 or (self.engine is not None and self.engine.waiting > 0)
 
     def as_dict(self) -> dict[str, object]:
         return {
