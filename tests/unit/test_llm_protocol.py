@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import pickle
 from pathlib import Path
 
@@ -114,3 +115,15 @@ async def test_every_engine_satisfies_the_protocol(tmp_path: Path):
         for engine in engines:
             assert isinstance(engine, ChatEngine)
             assert engine.name
+
+
+@pytest.mark.parametrize("engine", [ScriptedEngine, OpenAICompatibleEngine, LlamaCppEngine])
+def test_every_engine_takes_the_protocol_keywords(engine):
+    """Same keyword arguments, same defaults: callers pass tool_choice and response_schema to
+    any engine."""
+    expected = inspect.signature(ChatEngine.chat).parameters
+    actual = inspect.signature(engine.chat).parameters
+    assert list(actual) == list(expected)
+    for name, parameter in expected.items():
+        assert actual[name].kind == parameter.kind
+        assert actual[name].default == parameter.default

@@ -199,6 +199,19 @@ async def test_every_call_is_recorded():
     assert second.number == 2
     assert second.messages[0].content == "again"
     assert second.tools == ()
+    assert (second.tool_choice, second.response_schema) == (None, None)
+
+
+async def test_tool_choice_and_response_schema_are_recorded_not_enforced():
+    """The script decides the answer, so tests can hand callers invalid structured output."""
+    schema = {"type": "object", "properties": {"agent": {"enum": ["faq"]}}, "required": ["agent"]}
+    engine = ScriptedEngine(["not json at all"])
+    reply = await engine.chat(
+        HI, tools=[ToolSpec(name="t")], tool_choice="required", response_schema=schema
+    )
+    assert reply.content == "not json at all"
+    (call,) = engine.calls
+    assert (call.tool_choice, call.response_schema) == ("required", schema)
 
 
 async def test_closed_engine_is_unavailable():

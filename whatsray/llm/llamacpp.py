@@ -36,6 +36,7 @@ from whatsray.llm.protocol import (
     LLMTimeout,
     LLMUnavailable,
     ToolCall,
+    ToolChoice,
     ToolSpec,
 )
 
@@ -105,6 +106,14 @@ class LlamaCppEngine:
     Tools are not passed to llama.cpp: a 135M model does not follow tool-calling formats. When
     tools are offered and the reply is nothing but a JSON object naming one of them
     (`{"name": ..., "arguments": {...}}`), it becomes a tool call; anything else stays text.
+    `tool_choice="none"` turns that reading off; "required" cannot be enforced and is ignored.
+
+    `response_schema` becomes llama.cpp's `response_format={"type": "json_object", "schema": ...}`:
+    llama.cpp compiles the schema to a grammar and samples only tokens that keep the reply a JSON
+    instance of it (a reply cut off by `max_tokens` is still incomplete: give it room). A schema
+    llama.cpp cannot compile falls back to "any JSON" there, so callers validate the reply. Such
+    a constrained call cannot be cut short on timeout or close (see `_complete`): it frees its
+    instance only when it ends, so keep its `max_tokens` small.
     """
 
     def __init__(
@@ -163,6 +172,8 @@ class LlamaCppEngine:
         max_tokens: int | None = None,
         temperature: float | None = None,
         tools: Sequence[ToolSpec] | None = None,
+        tool_choice: ToolChoice | None = None,
+        response_schema: Mapping[str, Any] | None = None,
         timeout_s: float | None = None,
     ) -> ChatReply:
         started = self._clock()
@@ -173,6 +184,8 @@ class LlamaCppEngine:
         temperature = temperature if temperature is not None else self.temperature
         if temperature is not None:
             request["temperature"] = temperature
+        if response_schema is not None:
+            request["response_format"] = {"type": "json_object", "schema": dict(response_schema)}
         stop = threading.Event()
         try:
             # The budget covers waiting for a free instance as well as generating.
@@ -191,7 +204,8 @@ class LlamaCppEngine:
             latency_ms=(self._clock() - started) * 1000.0,
         )
         reply = reply.model_copy(update={"model": self.model})  # llama reports the full path
-        if tools:
+        # A structured answer is the caller's JSON, never a tool call, even if it looks like one.
+        if tools and tool_choice != "none" and response_schema is None:
             calls = tool_calls_from_content(reply.content, tools)
             if calls:
                 reply = reply.model_copy(
@@ -279,8 +293,17 @@ class LlamaCppEngine:
         return await asyncio.shield(work)
 
     def _complete(self, instance: LlamaLike, request: dict[str, Any], stop: threading.Event) -> Any:
-        """Runs in a worker thread."""
+        """Runs in a worker thread.
+
+        A constrained call (`response_format`) is never cut short: llama.cpp's grammar rejects
+        an early end-of-sequence, and a rejected token aborts the whole process (llama-grammar.cpp
+        "fatal error", measured with llama-cpp-python 0.3.36). Such a call runs to the end of its
+        JSON or to `max_tokens`, keep those small; its caller has its answer (or its timeout)
+        already, only the instance stays busy until then.
+        """
         try:
+            if "response_format" in request:
+                return instance.create_chat_completion(**request)
             stopper = _stop_processor(stop, instance.token_eos())
             return instance.create_chat_completion(**request, logits_processor=stopper)
         except ValueError as exc:

@@ -24,6 +24,7 @@ from whatsray.llm.openai_schema import (
     looks_like_context_too_long,
     messages_to_openai,
     reply_from_openai,
+    response_format_for,
     tool_to_openai,
 )
 from whatsray.llm.protocol import (
@@ -36,6 +37,7 @@ from whatsray.llm.protocol import (
     LLMRateLimited,
     LLMTimeout,
     LLMUnavailable,
+    ToolChoice,
     ToolSpec,
 )
 
@@ -133,12 +135,19 @@ class OpenAICompatibleEngine:
         max_tokens: int | None = None,
         temperature: float | None = None,
         tools: Sequence[ToolSpec] | None = None,
+        tool_choice: ToolChoice | None = None,
+        response_schema: Mapping[str, Any] | None = None,
         timeout_s: float | None = None,
     ) -> ChatReply:
         if self._closed:
             raise LLMUnavailable("engine is closed", engine=self.name)
         body = self.request_body(
-            messages, max_tokens=max_tokens, temperature=temperature, tools=tools
+            messages,
+            max_tokens=max_tokens,
+            temperature=temperature,
+            tools=tools,
+            tool_choice=tool_choice,
+            response_schema=response_schema,
         )
         started = self._clock()
         deadline = None if timeout_s is None else started + timeout_s
@@ -178,7 +187,11 @@ class OpenAICompatibleEngine:
         max_tokens: int | None = None,
         temperature: float | None = None,
         tools: Sequence[ToolSpec] | None = None,
+        tool_choice: ToolChoice | None = None,
+        response_schema: Mapping[str, Any] | None = None,
     ) -> dict[str, Any]:
+        """The request JSON. `tool_choice` is sent only along with tools: OpenAI refuses a
+        `tool_choice` without `tools` (HTTP 400)."""
         body: dict[str, Any] = {**self.extra_body, "model": self.model}
         body["messages"] = messages_to_openai(messages)
         max_tokens = max_tokens if max_tokens is not None else self.max_tokens
@@ -189,6 +202,10 @@ class OpenAICompatibleEngine:
             body["temperature"] = temperature
         if tools:
             body["tools"] = [tool_to_openai(tool) for tool in tools]
+            if tool_choice is not None:
+                body["tool_choice"] = tool_choice
+        if response_schema is not None:
+            body["response_format"] = response_format_for(response_schema)
         return body
 
     # --- One attempt -----------------------------------------------------------------------

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from whatsray.llm.protocol import (
@@ -58,6 +58,23 @@ def tool_to_openai(tool: ToolSpec) -> dict[str, Any]:
             "description": tool.description,
             "parameters": tool.parameters,
         },
+    }
+
+
+# OpenAI's rule for `json_schema.name`: letters, digits, underscores and dashes, up to 64.
+_SCHEMA_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+DEFAULT_SCHEMA_NAME = "response"
+
+
+def response_format_for(schema: Mapping[str, Any]) -> dict[str, Any]:
+    """The `response_format` that asks for a JSON instance of `schema` (OpenAI structured
+    outputs, also understood by vLLM's server). The name is the schema's `title` when that is a
+    valid name, else "response"; `strict` makes OpenAI enforce the schema while decoding."""
+    title = schema.get("title")
+    name = title if isinstance(title, str) and _SCHEMA_NAME.match(title) else DEFAULT_SCHEMA_NAME
+    return {
+        "type": "json_schema",
+        "json_schema": {"name": name, "schema": dict(schema), "strict": True},
     }
 
 

@@ -8,12 +8,14 @@ Errors keep their state in keyword arguments so they survive `pickle` (Ray pickl
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar, Literal, Protocol, TypeAlias, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
 
 Role = Literal["system", "user", "assistant", "tool"]
+# Whether the model may (auto), must not (none) or must (required) call one of the offered tools.
+ToolChoice: TypeAlias = Literal["auto", "none", "required"]
 
 
 class _Value(BaseModel):
@@ -88,7 +90,13 @@ class ChatReply(_Value):
 @runtime_checkable
 class ChatEngine(Protocol):
     """Anything that answers a chat. Implementations must be safe to call concurrently from one
-    event loop (they serialize internally where the backend needs it) and must never block it."""
+    event loop (they serialize internally where the backend needs it) and must never block it.
+
+    `tool_choice` is passed to engines that support it (ignored by the others).
+    `response_schema` is a JSON schema the reply's `content` must be an instance of: engines with
+    constrained decoding enforce it (llama.cpp grammar, OpenAI `json_schema`, vLLM structured
+    outputs); the others ignore it, so the caller always validates what comes back.
+    """
 
     name: str
 
@@ -99,6 +107,8 @@ class ChatEngine(Protocol):
         max_tokens: int | None = None,
         temperature: float | None = None,
         tools: Sequence[ToolSpec] | None = None,
+        tool_choice: ToolChoice | None = None,
+        response_schema: Mapping[str, Any] | None = None,
         timeout_s: float | None = None,
     ) -> ChatReply: ...
 

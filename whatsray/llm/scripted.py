@@ -22,6 +22,7 @@ from whatsray.llm.protocol import (
     LLMTimeout,
     LLMUnavailable,
     ToolCall,
+    ToolChoice,
     ToolSpec,
     Usage,
 )
@@ -41,7 +42,9 @@ class ScriptExhausted(LLMError):
 
 @dataclass(frozen=True)
 class ScriptedCall:
-    """One recorded call. `number` counts from 1."""
+    """One recorded call. `number` counts from 1. The engine records `tool_choice` and
+    `response_schema` but does not enforce them: the script decides what comes back, so tests
+    can feed the caller invalid answers on purpose."""
 
     number: int
     messages: tuple[ChatMessage, ...]
@@ -49,6 +52,8 @@ class ScriptedCall:
     temperature: float | None
     tools: tuple[ToolSpec, ...]
     timeout_s: float | None
+    tool_choice: ToolChoice | None = None
+    response_schema: Mapping[str, Any] | None = None
 
 
 class ScriptedEngine:
@@ -124,6 +129,8 @@ class ScriptedEngine:
         max_tokens: int | None = None,
         temperature: float | None = None,
         tools: Sequence[ToolSpec] | None = None,
+        tool_choice: ToolChoice | None = None,
+        response_schema: Mapping[str, Any] | None = None,
         timeout_s: float | None = None,
     ) -> ChatReply:
         if self._closed:
@@ -135,6 +142,8 @@ class ScriptedEngine:
             temperature=temperature,
             tools=tuple(tools or ()),
             timeout_s=timeout_s,
+            tool_choice=tool_choice,
+            response_schema=response_schema,
         )
         self.calls.append(call)
         await self._notify()
