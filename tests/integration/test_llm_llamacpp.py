@@ -114,6 +114,23 @@ async def test_a_short_chat_with_the_default_model():
         await engine.chat(HELLO)
 
 
+async def test_a_streamed_reply_comes_in_pieces_that_make_the_whole_reply():
+    engine = LlamaCppEngine(max_tokens=16, temperature=0)
+    try:
+        pieces = [p async for p in engine.stream(HELLO)]
+        whole = await engine.chat(HELLO)
+        # Leaving early stops the generation and frees the instance for the next call.
+        async for _ in engine.stream(HELLO, max_tokens=200):
+            break
+        again = await engine.chat(HELLO)
+    finally:
+        await engine.close()
+    assert len(pieces) > 1
+    assert "".join(pieces) == whole.content  # temperature 0: the same reply both ways
+    assert again.content == whole.content
+    assert engine.capacity == 1
+
+
 async def test_concurrent_calls_take_turns_and_the_loop_keeps_running(ticker):
     made: list[ObservedLlama] = []
     engine = observed_engine(ticker, made, max_tokens=12, temperature=0.0)

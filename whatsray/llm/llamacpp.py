@@ -22,7 +22,7 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -161,6 +161,11 @@ class LlamaCppEngine:
     def loaded(self) -> bool:
         return self._idle is not None
 
+    @property
+    def capacity(self) -> int:
+        """Chats answered at once: one per model instance."""
+        return self.pool_size
+
     async def start(self) -> None:
         """Load the model now rather than on the first call."""
         await self._ensure_loaded()
@@ -212,6 +217,42 @@ class LlamaCppEngine:
                     update={"content": "", "tool_calls": calls, "finish_reason": "tool_calls"}
                 )
         return reply
+
+    async def stream(
+        self,
+        messages: Sequence[ChatMessage],
+        *,
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+    ) -> AsyncIterator[str]:
+        """The reply's text as llama.cpp generates it (plain text: no tools, no schema).
+        Leaving the loop early stops the generation at its next token."""
+        request: dict[str, Any] = {
+            "messages": messages_for_llama(messages),
+            "max_tokens": max_tokens if max_tokens is not None else self.max_tokens,
+            "stream": True,
+        }
+        temperature = temperature if temperature is not None else self.temperature
+        if temperature is not None:
+            request["temperature"] = temperature
+        loop = asyncio.get_running_loop()
+        deltas: asyncio.Queue[str | None] = asyncio.Queue()
+        stop = threading.Event()
+
+        def on_delta(text: str) -> None:  # in the worker thread
+            loop.call_soon_threadsafe(deltas.put_nowait, text)
+
+        run = asyncio.ensure_future(self._run(request, stop, on_delta))
+        # Scheduled after every delta the thread queued: the end marker comes last.
+        run.add_done_callback(lambda _: deltas.put_nowait(None))
+        try:
+            while (text := await deltas.get()) is not None:
+                yield text
+            await run  # the generation's error, if it failed
+        finally:
+            stop.set()
+            if not run.done():
+                run.cancel()
 
     async def close(self) -> None:
         """Stop running calls at their next token, wait for them, then free every instance."""
@@ -272,14 +313,21 @@ class LlamaCppEngine:
         except Exception as exc:  # llama.cpp raises ValueError/RuntimeError on a bad file
             raise LLMConfigError(f"cannot load {self.model_path}: {exc}", engine=self.name) from exc
 
-    async def _run(self, request: dict[str, Any], stop: threading.Event) -> Any:
+    async def _run(
+        self,
+        request: dict[str, Any],
+        stop: threading.Event,
+        on_delta: Callable[[str], None] | None = None,
+    ) -> Any:
         idle = await self._ensure_loaded()
         instance = await idle.get()
         if self._closed:  # closed while we waited: close() is collecting the instances
             idle.put_nowait(instance)
             raise LLMUnavailable("engine is closed", engine=self.name)
         self._stop_flags.add(stop)
-        work = asyncio.ensure_future(asyncio.to_thread(self._complete, instance, request, stop))
+        work = asyncio.ensure_future(
+            asyncio.to_thread(self._complete, instance, request, stop, on_delta)
+        )
 
         def release(done: asyncio.Future[Any]) -> None:
             # Only once the thread is done: a cancelled caller must not hand the instance
@@ -292,7 +340,13 @@ class LlamaCppEngine:
         work.add_done_callback(release)
         return await asyncio.shield(work)
 
-    def _complete(self, instance: LlamaLike, request: dict[str, Any], stop: threading.Event) -> Any:
+    def _complete(
+        self,
+        instance: LlamaLike,
+        request: dict[str, Any],
+        stop: threading.Event,
+        on_delta: Callable[[str], None] | None = None,
+    ) -> Any:
         """Runs in a worker thread.
 
         A constrained call (`response_format`) is never cut short: llama.cpp's grammar rejects
@@ -305,7 +359,14 @@ class LlamaCppEngine:
             if "response_format" in request:
                 return instance.create_chat_completion(**request)
             stopper = _stop_processor(stop, instance.token_eos())
-            return instance.create_chat_completion(**request, logits_processor=stopper)
+            result = instance.create_chat_completion(**request, logits_processor=stopper)
+            if on_delta is None:
+                return result
+            for chunk in result:  # streamed: the chunks come as this thread generates them
+                text = (chunk.get("choices") or [{}])[0].get("delta", {}).get("content")
+                if text:
+                    on_delta(text)
+            return None
         except ValueError as exc:
             if looks_like_context_too_long(str(exc)):
                 raise LLMContextTooLong(str(exc), engine=self.name) from exc
