@@ -77,3 +77,17 @@ def test_session_capacity_benchmark_prints_every_size() -> None:
     assert [_cells(row)[:2] for row in rows] == [["20", "1"], ["40", "1"], ["20", "2"], ["40", "2"]]
     for row in rows:
         assert all(NUMBER.match(cell) for cell in _cells(row)[2:]), row
+
+
+def test_router_accuracy_benchmark_prints_both_rows() -> None:
+    rows = _run(
+        "router_accuracy.py",
+        "--agents",
+        "tests/data/router_agents.yaml",
+        "--engine",
+        "scripted",
+        "--limit",
+        "6",
+        "--quiet",
+    )
+    assert [row.split(" | ")[0] for row in rows] == ["| rules only", "| scripted"]
