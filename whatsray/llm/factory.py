@@ -9,10 +9,12 @@ fall back to a default). Every problem comes back as one `ValueError` that says 
     {"engine": "openai", "base_url": "http://localhost:11434/v1", "model": "llama3.2",
      "api_key_env": "OPENAI_API_KEY"}
     {"engine": "llamacpp", "model_path": null}
+    {"engine": "vllm", "model": "/models/Qwen2.5-7B-Instruct", "max_model_len": 8192}
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -24,8 +26,9 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 
 from whatsray.llm.llamacpp import LlamaCppEngine
 from whatsray.llm.openai_compatible import Backoff, OpenAICompatibleEngine
-from whatsray.llm.protocol import ChatEngine
+from whatsray.llm.protocol import ChatEngine, LLMConfigError
 from whatsray.llm.scripted import KeywordRules, ScriptedEngine, echo
+from whatsray.llm.vllm_engine import VLLM_INSTALL_HINT, VLLMEngine, VLLMOptions
 
 
 class _Spec(BaseModel):
@@ -89,6 +92,76 @@ class LlamaCppSpec(_Spec):
     temperature: float | None = Field(default=None, ge=0)
     pool_size: int = Field(default=1, ge=1, le=16)
     llama_kwargs: dict[str, Any] = Field(default_factory=dict)  # passed to llama_cpp.Llama
+
+
+# AsyncEngineArgs that the vllm spec sets with keys of its own (not through engine_kwargs).
+_VLLM_OWN_KEYS = frozenset(
+    {
+        "model",
+        "served_model_name",
+        "max_model_len",
+        "tensor_parallel_size",
+        "max_num_seqs",
+        "enforce_eager",
+        "dtype",
+        "gpu_memory_utilization",
+        "kv_cache_memory_bytes",
+    }
+)
+
+
+class VLLMSpec(_Spec):
+    """The vLLM engine (docs/vllm.md). The engine options go to vLLM; `num_replicas` down to
+    `health_check_timeout_s` configure its Serve deployment (`actors/llm_deployment.py`) and
+    are ignored by an engine built in-process."""
+
+    engine: Literal["vllm"]
+    model: str | None = None  # an HF directory or hub id; None: the prepared SmolLM2-135M
+    served_model_name: str | None = None  # the model's name in replies and /v1/models
+    max_model_len: int = Field(default=2048, gt=0)
+    # On the CPU backend: the fraction of a NUMA node's RAM for the worker (model + KV cache).
+    gpu_memory_utilization: float | None = Field(default=None, gt=0, le=1)
+    kv_cache_memory_gib: float | None = Field(default=None, gt=0)  # CPU default: 1 GiB
+    tensor_parallel_size: int = Field(default=1, ge=1)
+    max_num_seqs: int = Field(default=64, ge=1)  # requests generating at once
+    enforce_eager: bool | None = None  # default: True on CPU, False on GPU
+    dtype: str = "auto"  # default: float32 on CPU, the model's dtype on GPU
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    max_tokens: int = Field(default=256, gt=0)
+    temperature: float | None = Field(default=None, ge=0)
+    engine_kwargs: dict[str, Any] = Field(default_factory=dict)  # more AsyncEngineArgs
+    # The Serve deployment.
+    accelerator_type: str | None = None  # a Ray accelerator type, e.g. "H100", "L4"
+    num_replicas: int = Field(default=1, ge=1)
+    max_ongoing_requests: int | None = Field(default=None, ge=2)  # default: 4 x max_num_seqs
+    health_check_period_s: float = Field(default=10.0, gt=0)
+    health_check_timeout_s: float = Field(default=30.0, gt=0)
+
+    @field_validator("engine_kwargs")
+    @classmethod
+    def _check_engine_kwargs(cls, value: dict[str, Any]) -> dict[str, Any]:
+        # These have their own keys: one place to set each, so they cannot disagree.
+        clash = sorted(_VLLM_OWN_KEYS & set(value))
+        if clash:
+            raise ValueError(f"set {', '.join(clash)} as engine options, not in engine_kwargs")
+        return value
+
+    def options(self) -> VLLMOptions:
+        return VLLMOptions(
+            model=self.model,
+            served_model_name=self.served_model_name,
+            max_model_len=self.max_model_len,
+            gpu_memory_utilization=self.gpu_memory_utilization,
+            kv_cache_memory_gib=self.kv_cache_memory_gib,
+            tensor_parallel_size=self.tensor_parallel_size,
+            max_num_seqs=self.max_num_seqs,
+            enforce_eager=self.enforce_eager,
+            dtype=self.dtype,
+            device=self.device,
+            max_tokens=self.max_tokens,
+            temperature=self.temperature,
+            engine_kwargs=dict(self.engine_kwargs),
+        )
 
 
 def _build_scripted(
@@ -164,6 +237,19 @@ def _build_llamacpp(
     )
 
 
+def _build_vllm(
+    spec: VLLMSpec, http: httpx.AsyncClient | None, env: Mapping[str, str]
+) -> ChatEngine:
+    # Starts nothing: the model loads in `start()` or on the first call. Only a missing vLLM
+    # fails here, at build time, rather than at the first user's message.
+    if importlib.util.find_spec("vllm") is None:
+        raise LLMConfigError(
+            f"the vllm engine needs vLLM in this environment: {VLLM_INSTALL_HINT}",
+            engine=spec.name or "vllm",
+        )
+    return VLLMEngine(spec.options(), name=spec.name or "vllm")
+
+
 _Builder = Callable[[Any, httpx.AsyncClient | None, Mapping[str, str]], ChatEngine]
 
 # engine name -> (its config model, its builder). The vLLM engine joins here.
@@ -171,6 +257,7 @@ ENGINES: dict[str, tuple[type[_Spec], _Builder]] = {
     "llamacpp": (LlamaCppSpec, _build_llamacpp),
     "openai": (OpenAISpec, _build_openai),
     "scripted": (ScriptedSpec, _build_scripted),
+    "vllm": (VLLMSpec, _build_vllm),
 }
 
 
@@ -195,6 +282,17 @@ def build_engine(
     except ValidationError as exc:
         raise ValueError(_describe(engine, exc)) from None
     return builder(parsed, http, os.environ if env is None else env)
+
+
+def parse_vllm_spec(spec: Mapping[str, Any]) -> VLLMSpec:
+    """The validated `vllm` spec (for the Serve deployment), or a `ValueError` naming each
+    problem the way `build_engine` does."""
+    if spec.get("engine") != "vllm":
+        raise ValueError(f"not a vllm engine config: engine is {spec.get('engine')!r}")
+    try:
+        return VLLMSpec.model_validate(dict(spec))
+    except ValidationError as exc:
+        raise ValueError(_describe("vllm", exc)) from None
 
 
 def _describe(engine: str, exc: ValidationError) -> str:
