@@ -8,6 +8,7 @@ it already runs (named, detached, `get_if_exists`). Ray restarts any of them tha
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,6 +17,7 @@ from ray import serve
 
 from actors.agents import AgentWorker, RouterActor, load_config
 from actors.ingress import Ingress
+from actors.llm_deployment import build_llm_app
 from actors.local_services import LocalServices
 from actors.outbox import OutboxActor
 from actors.session_host import SessionHost
@@ -58,8 +60,11 @@ class Platform:
     def phone_number_ids(self) -> list[str]:
         return self.settings.phone_number_ids or [DEFAULT_PHONE_NUMBER_ID]
 
-    async def start(self) -> dict[str, Any]:
+    async def start(self, llm: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """`llm`: the handles of the app's vLLM deployments, by engine key (Serve resolves the
+        bound deployments of `build_app` into handles before the ingress calls this)."""
         s = self.settings
+        llm = dict(llm or {})
         local = s.mode == "local"
         graph_url, redis_url, emulator_url = s.graph_api_base_url, s.redis_url, None
         if local:
@@ -96,7 +101,7 @@ class Platform:
             for pnid in self.phone_number_ids
         }
         agents_file, override = str(s.agents_file), s.engine_override
-        router = self._actor(RouterActor, "router", agents_file, override)
+        router = self._actor(RouterActor, "router", agents_file, override, llm=llm)
         # Workers reach the store and the outboxes through their tools (docs/tools.md).
         workers = {
             name: [
@@ -109,6 +114,7 @@ class Platform:
                     store=store,
                     outboxes=outboxes,
                     operator_number=s.operator_number,
+                    llm=llm,
                 )
                 for i in range(s.agent_pool_size)
             ]
@@ -144,6 +150,7 @@ class Platform:
             "router": router,
             "agent_workers": workers,
             "session_hosts": hosts,
+            "llm": llm,
         }
 
 
@@ -162,7 +169,18 @@ def build_app(settings: Settings | None = None) -> Any:
         ray_actor_options={"num_cpus": 0},
         max_ongoing_requests=1000,
     )(serve.ingress()(Ingress))
-    return deployment.bind(Platform(settings).start)
+    return deployment.bind(Platform(settings).start, llm_deployments(settings))
+
+
+def llm_deployments(settings: Settings) -> dict[str, Any]:
+    """One vLLM deployment per `engine: vllm` entry that the agents use, bound into this app:
+    agents reach it through its handle, anything else through the ingress's `/llm/<key>/v1`."""
+    config = load_config(str(settings.agents_file), settings.engine_override)
+    return {
+        key: build_llm_app(spec.as_dict(), name=f"llm-{key}", http=False)
+        for key, spec in config.engines_in_use().items()
+        if spec.engine == "vllm"
+    }
 
 
 app = build_app()

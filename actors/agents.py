@@ -20,6 +20,7 @@ from typing import Any, cast
 
 import ray
 
+from actors.llm_client import DeploymentEngine
 from actors.proxy import ActorProxy, Forwarder
 from whatsray.agents import (
     Agent,
@@ -31,8 +32,8 @@ from whatsray.agents import (
     stream_turn,
 )
 from whatsray.agents.backpressure import AgentLoad, combine_loads, gate
-from whatsray.agents.config import AgentsConfig
-from whatsray.llm import build_engine
+from whatsray.agents.config import AgentsConfig, EngineSpec
+from whatsray.llm import ChatEngine, build_engine
 from whatsray.session.turns import ToolCallJournal
 from whatsray.tools import PlatformToolServices, ToolOutbox, ToolServices, ToolStore
 
@@ -42,11 +43,27 @@ def load_config(path: str, engine_override: str | None) -> AgentsConfig:
     return config.with_engine(engine_override) if engine_override else config
 
 
+def build_actor_engine(spec: EngineSpec, llm: Mapping[str, Any] | None) -> ChatEngine:
+    """An engine inside an actor: a `vllm` engine is the app's LLM deployment (through its
+    handle, batched with every other chat), never a model loaded in this process."""
+    if spec.engine == "vllm":
+        if not llm or spec.key not in llm:
+            raise ValueError(f"engine {spec.key!r}: no vLLM deployment was started for it")
+        return DeploymentEngine(llm[spec.key], name=spec.key)
+    return build_engine(spec.as_dict())
+
+
 class RouterActor:
-    def __init__(self, agents_file: str, engine_override: str | None = None) -> None:
+    def __init__(
+        self,
+        agents_file: str,
+        engine_override: str | None = None,
+        *,
+        llm: Mapping[str, Any] | None = None,
+    ) -> None:
         config = load_config(agents_file, engine_override)
         spec = config.classifier_engine()
-        self._router = Router(config, build_engine(spec.as_dict()) if spec else None)
+        self._router = Router(config, build_actor_engine(spec, llm) if spec else None)
         self._forward = Forwarder(self._router, ("route",))
 
     async def call(self, method: str, *args: Any, **kwargs: Any) -> Any:
@@ -78,12 +95,13 @@ class AgentWorker:
         store: Any = None,
         outboxes: Mapping[str, Any] | None = None,
         operator_number: str | None = None,
+        llm: Mapping[str, Any] | None = None,
     ) -> None:
         config = load_config(agents_file, engine_override)
         spec = config.agent(agent)
-        engine = build_engine(config.engine_for(agent).as_dict())
+        engine = build_actor_engine(config.engine_for(agent), llm)
         fallback_spec = config.fallback_engine_for(agent)
-        fallback = build_engine(fallback_spec.as_dict()) if fallback_spec else None
+        fallback = build_actor_engine(fallback_spec, llm) if fallback_spec else None
         services = tool_services(store, outboxes, operator_number)
         # Turns queue here, fair across chats, for a slot on the engine (backpressure).
         self._agent = gate(Agent(spec, engine, services=services), spec.backpressure, fallback)

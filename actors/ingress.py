@@ -8,17 +8,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, cast
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI, Header, HTTPException
 from fastapi.responses import JSONResponse
 from starlette.routing import BaseRoute
 
 from actors.agents import AgentPool
+from actors.llm_client import HandleBackend
 from actors.proxy import ActorProxy
 from whatsray.admin import create_admin_router
+from whatsray.admin.auth import BearerAuth
 from whatsray.inbox import Inbox
+from whatsray.llm.openai_server import openai_router
 from whatsray.outbox import Outbox
 from whatsray.pipeline.ingest import InboxSink
 from whatsray.store import Store
@@ -31,10 +34,17 @@ READY_TIMEOUT_S = 2.0
 
 class Ingress:
     async def __init__(  # type: ignore[misc]  # Serve awaits async constructors
-        self, start: Callable[[], Awaitable[dict[str, Any]]]
+        self,
+        start: Callable[[Mapping[str, Any]], Awaitable[dict[str, Any]]],
+        llm: Mapping[str, Any] | None = None,
     ) -> None:
-        # `start` (from the composition root) creates or finds every actor of the platform.
-        self.platform = await start()
+        # `start` (from the composition root) creates or finds every actor of the platform;
+        # `llm` holds the handles of the app's vLLM deployments, by engine key.
+        self.platform = await start(llm or {})
+        self._llm_backends = {
+            key: HandleBackend(handle, await handle.models.remote())
+            for key, handle in (llm or {}).items()
+        }
         self._inbox = Inbox.from_url(
             self.platform["redis_url"], partitions=self.platform["partitions"]
         )
@@ -61,6 +71,19 @@ class Ingress:
                 inference=self.inference_report,
             )
         )
+
+        # The vLLM deployments' OpenAI API, for anything else than the agents (admin token).
+        auth = BearerAuth(platform["admin_token"])
+
+        async def admin_only(authorization: str | None = Header(None)) -> None:
+            failure = auth.check(authorization)
+            if failure is not None:
+                raise HTTPException(failure.status, failure.message, headers=failure.headers)
+
+        for key, backend in self._llm_backends.items():
+            app.include_router(
+                openai_router(backend), prefix=f"/llm/{key}", dependencies=[Depends(admin_only)]
+            )
 
         @app.get("/health", summary="Liveness: the ingress answers")
         async def health() -> dict[str, str]:

@@ -179,3 +179,32 @@ def _remaining(deadline: float | None) -> float | None:
     if deadline is None:
         return None
     return max(deadline - asyncio.get_running_loop().time(), 0.0)
+
+
+class HandleBackend:
+    """The OpenAI HTTP API's backend (`whatsray.llm.openai_server.ChatBackend`) over a deployment
+    handle: the ingress serves `/llm/<engine>/v1/...` by forwarding to the LLM deployment."""
+
+    def __init__(self, handle: Any, models: Sequence[str]) -> None:
+        self._handle = handle
+        self._models = list(models)
+
+    def models(self) -> list[str]:
+        return list(self._models)
+
+    async def chat(self, request: Any) -> dict[str, Any]:
+        response: dict[str, Any] = await self._handle.chat.remote(_as_payload(request))
+        return response
+
+    async def stream(self, request: Any) -> AsyncIterator[dict[str, Any]]:
+        response = self._handle.options(stream=True).chat_stream.remote(_as_payload(request))
+        try:
+            async for chunk in response:
+                yield chunk
+        finally:
+            response.cancel()
+
+
+def _as_payload(request: Any) -> dict[str, Any]:
+    payload: dict[str, Any] = request.model_dump(mode="json", exclude_none=True)
+    return payload

@@ -37,8 +37,11 @@ LLM_DEPLOYMENT_NAME = "LLMServer"
 DATA_DIR_ENV = ENV_PREFIX + "DATA_DIR"
 
 
-@serve.ingress()  # the FastAPI app is built per replica, over that replica's engine
 class LLMServer:
+    """Applied `serve.ingress()` by `build_llm_app(..., http=True)`: the FastAPI app is then
+    built per replica, over that replica's engine. Bound inside another app (whose ingress is
+    the only HTTP entry a Serve app may have) it is reached through its handle alone."""
+
     # Serve awaits an async constructor: the replica is ready once the model is loaded.
     async def __init__(self, spec: Mapping[str, Any]) -> None:  # type: ignore[misc]
         engine = build_engine(spec)
@@ -77,11 +80,14 @@ class LLMServer:
         await self._engine.close()
 
 
-def build_llm_app(spec: Mapping[str, Any], *, name: str = LLM_DEPLOYMENT_NAME) -> Application:
+def build_llm_app(
+    spec: Mapping[str, Any], *, name: str = LLM_DEPLOYMENT_NAME, http: bool = True
+) -> Application:
     """The `LLMServer` deployment for a `vllm` engine spec (an `engines:` entry of agents.yaml),
     bound and ready for `serve.run(app, name=..., route_prefix=...)` or to be passed to another
     deployment's `bind()` (give each engine its own `name` there: deployment names are unique
-    within an application). Raises `ValueError` for a bad spec, before anything starts."""
+    within an application, and `http=False`: an application has one HTTP ingress). Raises
+    `ValueError` for a bad spec, before anything starts."""
     parsed = parse_vllm_spec(spec)
     resolved = {**parsed.model_dump(exclude_unset=True), "engine": "vllm"}
     env_vars: dict[str, str] = {}
@@ -107,7 +113,7 @@ def build_llm_app(spec: Mapping[str, Any], *, name: str = LLM_DEPLOYMENT_NAME) -
         max_ongoing_requests=parsed.max_ongoing_requests or 4 * parsed.max_num_seqs,
         health_check_period_s=parsed.health_check_period_s,
         health_check_timeout_s=parsed.health_check_timeout_s,
-    )(LLMServer)
+    )(serve.ingress()(LLMServer) if http else LLMServer)
     app: Application = deployment.bind(resolved)
     return app
 

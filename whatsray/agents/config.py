@@ -271,6 +271,15 @@ class AgentsConfig(BaseModel):
         name = self.agent(agent).backpressure.fallback_engine
         return None if name is None else self.engines[name]
 
+    def engines_in_use(self) -> dict[str, EngineSpec]:
+        """The `engines:` entries that agents, their fallbacks or the classifier use."""
+        used = {a.engine for a in self.agents}
+        used |= {fb for a in self.agents if (fb := a.backpressure.fallback_engine) is not None}
+        classifier = self.classifier_engine()
+        if classifier is not None:
+            used.add(classifier.key)
+        return {key: spec for key, spec in self.engines.items() if key in used}
+
     def classifier_engine(self) -> EngineSpec | None:
         """The classifier's engine, or None when the classifier is off."""
         if not self.router.classifier:
@@ -444,6 +453,11 @@ class _Checker:
             known = ", ".join(engines) or "none"
             self.problems.append(
                 f"{where}, field 'engine': unknown engine {spec.engine!r} (engines: {known})"
+            )
+        elif spec.model is not None and engine.engine == "vllm":
+            self.problems.append(
+                f"{where}, field 'model': engine {spec.engine!r} is a vLLM deployment serving "
+                "one model; configure the model on the engine (or declare another engine)"
             )
         elif (
             spec.model is not None
