@@ -17,6 +17,9 @@ A rate is held when every message got its reply within `--drain-s` and p99 staye
 measured turns run on active sessions (`--no-warmup` to measure cold activations too).
 
 Run:  .venv/bin/python benchmarks/end_to_end.py [--rates 50 100 200] [--seconds 5] [--chats 1000]
+With the agent on the vLLM deployment (turn latency at a fixed rate):
+      .venv/bin/python benchmarks/end_to_end.py --agents tests/vllm/agents.yaml --rates 1 2 4
+          --seconds 20 --chats 200
 """
 
 from __future__ import annotations
@@ -44,7 +47,7 @@ HELD_P99_S = 1.0
 @dataclass
 class Step:
     rate: float
-    sent_at: dict[str, float] = field(default_factory=dict)  # text -> when its POST went out
+    sent_at: dict[str, list[float]] = field(default_factory=dict)  # user -> when each POST went
     failed: int = 0
     max_lag_s: float = 0.0  # how late the scheduler fired, at worst (the driver's own limit)
     latencies: list[float] = field(default_factory=list)
@@ -74,7 +77,7 @@ class Driver:
 
     async def _send(self, step: Step, user: str, text: str) -> None:
         body = {"from": user, "message": {"type": "text", "text": text}}
-        step.sent_at[text] = time.time()
+        step.sent_at.setdefault(user, []).append(time.time())
         try:
             response = await self.http.post("/emulator/inbound", json=body)
         except httpx.TransportError:
@@ -83,8 +86,10 @@ class Driver:
             step.failed += 1
 
     async def collect(self, step: Step, drain_s: float) -> None:
-        """Read the emulator's accepted replies until each sent text has one, or time is up."""
-        waiting = dict(step.sent_at)
+        """Read the emulator's accepted replies until each sent message has one, or time is up.
+        Replies are matched by their recipient, oldest message first (a model's reply need not
+        repeat the text)."""
+        waiting = {user: list(times) for user, times in step.sent_at.items()}
         deadline = time.monotonic() + drain_s
         while waiting and time.monotonic() < deadline:
             response = await self.http.get("/emulator/outbound", params={"since": self.since})
@@ -93,16 +98,18 @@ class Driver:
                 self.since = max(self.since, record["seq"])
                 if record["outcome"] != "accepted":
                     continue
-                text = record["body"].get("text", {}).get("body", "").removeprefix("echo: ")
-                sent = waiting.pop(text, None)
-                if sent is not None:
-                    step.latencies.append(record["time"] - sent)
+                user = str(record["body"].get("to", "")).lstrip("+")
+                pending = waiting.get(user)
+                if pending:
+                    step.latencies.append(record["time"] - pending.pop(0))
+                    if not pending:
+                        del waiting[user]
             if waiting:
                 await asyncio.sleep(0.2)
 
 
 def row(step: Step, drain_s: float) -> tuple[str, bool]:
-    sent, got = len(step.sent_at), len(step.latencies)
+    sent, got = sum(len(t) for t in step.sent_at.values()), len(step.latencies)
     ordered = sorted(step.latencies) or [float("nan")]
 
     def pct(p: float) -> float:
@@ -153,17 +160,21 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=256, help="driver HTTP connections")
     parser.add_argument("--no-warmup", action="store_true")
     parser.add_argument("--no-haproxy", action="store_true", help="Serve's Python proxy instead")
+    parser.add_argument(
+        "--agents", type=Path, default=AGENTS, help="agents file (tests/vllm/agents.yaml: vLLM)"
+    )
     args = parser.parse_args()
     load_before = os.getloadavg()
     with running_platform(
-        haproxy=not args.no_haproxy, agents_file=AGENTS, throughput_mps=1000
+        haproxy=not args.no_haproxy, agents_file=args.agents, throughput_mps=1000
     ) as platform:
         rows = asyncio.run(bench(platform.emulator_url, args))
     proxy = "Python proxy" if args.no_haproxy else "HAProxy"
     load = " ".join(f"{x:.2f}" for x in load_before)
     after = " ".join(f"{x:.2f}" for x in os.getloadavg())
     print(
-        f"{proxy}; {args.chats} chats; {args.seconds:g} s per rate; {os.cpu_count()} cores; ",
+        f"{proxy}; {args.agents.name}; {args.chats} chats; {args.seconds:g} s per rate; "
+        f"{os.cpu_count()} cores; ",
         end="",
     )
     print(f"load average (1, 5, 15 min) before {load}, after {after}\n")
