@@ -6,7 +6,6 @@ broke. One Ray cluster and one deployed app serve the whole module; tests use di
 from __future__ import annotations
 
 import json
-import os
 import re
 import time
 from collections.abc import Iterator
@@ -18,6 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.support.ray_serve import local_ray_serve
 from tests.support.servers import free_port
 from whatsray.inbox import EmbeddedValkey, partition_for
 from whatsray.settings import Settings, load_settings
@@ -69,9 +69,6 @@ class Platform:
 
 @pytest.fixture(scope="module")
 def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    import ray
     from ray import serve
 
     import serve_app
@@ -89,26 +86,17 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
         emulator_port=emulator_port,
         operator_number=OPERATOR,
     )
-    ray.init(
-        num_cpus=2,
-        include_dashboard=False,
-        object_store_memory=150 * 1024**2,
-        logging_level="ERROR",
-        log_to_driver=False,
-    )
     try:
-        serve.start(http_options={"host": "127.0.0.1", "port": http_port})
-        serve.run(serve_app.build_app(settings), name="whatsray", route_prefix="/")
-        api = httpx.Client(base_url=f"http://127.0.0.1:{http_port}", timeout=30)
-        emulator = httpx.Client(base_url=f"http://127.0.0.1:{emulator_port}", timeout=30)
-        deadline = time.monotonic() + 90
-        while api.get("/ready").status_code != 200:
-            assert time.monotonic() < deadline, api.get("/ready").text
-            time.sleep(0.5)
-        yield Platform(serve_app.resolve_local_secrets(settings), api, emulator, valkey)
+        with local_ray_serve(http_port):
+            serve.run(serve_app.build_app(settings), name="whatsray", route_prefix="/")
+            api = httpx.Client(base_url=f"http://127.0.0.1:{http_port}", timeout=30)
+            emulator = httpx.Client(base_url=f"http://127.0.0.1:{emulator_port}", timeout=30)
+            deadline = time.monotonic() + 90
+            while api.get("/ready").status_code != 200:
+                assert time.monotonic() < deadline, api.get("/ready").text
+                time.sleep(0.5)
+            yield Platform(serve_app.resolve_local_secrets(settings), api, emulator, valkey)
     finally:
-        serve.shutdown()
-        ray.shutdown()
         valkey.stop()
 
 

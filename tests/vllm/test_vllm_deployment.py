@@ -19,6 +19,7 @@ import httpx
 import pytest
 
 from actors.llm_client import DeploymentEngine
+from tests.support.ray_serve import local_ray_serve
 from tests.support.servers import free_port
 from whatsray.llm import EngineLoad
 from whatsray.llm.protocol import ChatMessage, LLMBadRequest, LLMUnavailable, ToolSpec
@@ -48,21 +49,12 @@ class Deployed:
 
 @pytest.fixture(scope="module")
 def llm(smollm2_dir: Path) -> Iterator[Deployed]:
-    import ray
     from ray import serve
 
     from actors.llm_deployment import build_llm_app
 
     port = free_port()
-    ray.init(
-        num_cpus=2,
-        include_dashboard=False,
-        object_store_memory=150 * 1024**2,
-        logging_level="ERROR",
-        log_to_driver=False,
-    )
-    try:
-        serve.start(http_options={"host": "127.0.0.1", "port": port})
+    with local_ray_serve(port):
         started = time.monotonic()
         spec = {
             "engine": "vllm",  # no model: the prepared SmolLM2 of the data directory
@@ -76,9 +68,6 @@ def llm(smollm2_dir: Path) -> Iterator[Deployed]:
         print(f"\nLLM deployment ready in {ready_s:.1f} s")
         with httpx.Client(base_url=f"http://127.0.0.1:{port}/llm", timeout=120) as http:
             yield Deployed(handle, http, ready_s)
-    finally:
-        serve.shutdown()
-        ray.shutdown()
 
 
 # --- Through the handle --------------------------------------------------------------------

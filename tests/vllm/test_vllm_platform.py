@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.support.ray_serve import local_ray_serve
 from tests.support.servers import free_port
 from whatsray.inbox import EmbeddedValkey
 from whatsray.settings import Settings, load_settings
@@ -52,7 +53,6 @@ class Running:
 
 @pytest.fixture(scope="module")
 def running(tmp_path_factory: pytest.TempPathFactory, smollm2_dir: Path) -> Iterator[Running]:
-    import ray
     from ray import serve
 
     import serve_app
@@ -69,26 +69,17 @@ def running(tmp_path_factory: pytest.TempPathFactory, smollm2_dir: Path) -> Iter
         http_port=http_port,
         emulator_port=emulator_port,
     )
-    ray.init(
-        num_cpus=2,
-        include_dashboard=False,
-        object_store_memory=150 * 1024**2,
-        logging_level="ERROR",
-        log_to_driver=False,
-    )
     try:
-        serve.start(http_options={"host": "127.0.0.1", "port": http_port})
-        serve.run(serve_app.build_app(settings), name="whatsray", route_prefix="/")
-        api = httpx.Client(base_url=f"http://127.0.0.1:{http_port}", timeout=120)
-        emulator = httpx.Client(base_url=f"http://127.0.0.1:{emulator_port}", timeout=30)
-        deadline = time.monotonic() + 300
-        while api.get("/ready").status_code != 200:
-            assert time.monotonic() < deadline, api.get("/ready").text
-            time.sleep(1)
-        yield Running(serve_app.resolve_local_secrets(settings), api, emulator)
+        with local_ray_serve(http_port):
+            serve.run(serve_app.build_app(settings), name="whatsray", route_prefix="/")
+            api = httpx.Client(base_url=f"http://127.0.0.1:{http_port}", timeout=120)
+            emulator = httpx.Client(base_url=f"http://127.0.0.1:{emulator_port}", timeout=30)
+            deadline = time.monotonic() + 300
+            while api.get("/ready").status_code != 200:
+                assert time.monotonic() < deadline, api.get("/ready").text
+                time.sleep(1)
+            yield Running(serve_app.resolve_local_secrets(settings), api, emulator)
     finally:
-        serve.shutdown()
-        ray.shutdown()
         valkey.stop()
 
 
