@@ -177,12 +177,10 @@ def _start_vllm_deployment() -> Any:
 
 
 def _print_table(rows: Sequence[Row]) -> None:
-    table = [HEADER, *(r.cells() for r in rows)]
-    widths = [max(len(line[i]) for line in table) for i in range(len(HEADER))]
-    for n, line in enumerate(table):
-        print("| " + " | ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)) + " |")
-        if n == 0:
-            print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    print("| " + " | ".join(HEADER) + " |")
+    print("|" + "---|" * len(HEADER))
+    for row in rows:
+        print("| " + " | ".join(row.cells()) + " |")
 
 
 async def run(levels: Sequence[int], engines: Sequence[str], max_tokens: int) -> list[Row]:

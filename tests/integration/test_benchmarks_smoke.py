@@ -91,3 +91,8 @@ def test_router_accuracy_benchmark_prints_both_rows() -> None:
         "--quiet",
     )
     assert [row.split(" | ")[0] for row in rows] == ["| rules only", "| scripted"]
+
+
+def test_inference_benchmark_prints_a_row_per_level() -> None:
+    rows = _run("inference.py", "--engines", "llamacpp", "--levels", "1", "2", "--max-tokens", "4")
+    assert [_cells(row)[:2] for row in rows] == [["llamacpp", "1"], ["llamacpp", "2"]]
