@@ -40,6 +40,8 @@ TABLES = {
     "dead_letters",
     "early_statuses",
     "tool_calls",
+    "jobs",
+    "job_runs",
 }
 
 

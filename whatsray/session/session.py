@@ -15,12 +15,13 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from whatsray.session.policies import DoubleTextingPolicy, PolicyMode
 from whatsray.session.runtime import SessionRuntime, TurnTimeoutError
+from whatsray.session.scheduled import opens_window
 from whatsray.session.state import (
     HistoryMessage,
     SessionState,
@@ -58,6 +59,11 @@ class _Pending:
     def sent_at(self) -> float:
         stamp = self.event.timestamp
         return stamp.timestamp() if stamp is not None else self.arrived_at
+
+
+def _last_inbound(batch: Iterable[_Pending]) -> float | None:
+    """When the user last wrote among these (a scheduled input is not the user writing)."""
+    return max((p.sent_at for p in batch if opens_window(p.event)), default=None)
 
 
 class _Work:
@@ -116,8 +122,10 @@ class Session:
     async def _drain(self, work: _Work) -> None:
         try:
             while True:
-                state = await self._loaded_state(work)
+                await self._loaded_state(work)  # before absorbing: dedupe reads recent ids
                 await self._absorb(work)
+                # Again after: a handoff flipped while absorbing applies to what was absorbed.
+                state = await self._loaded_state(work)
                 if not work.pending:
                     if work.mailbox:
                         continue
@@ -253,9 +261,9 @@ class Session:
         interrupted: tuple[ToolCall, ...],
     ) -> TurnRequest:
         events = tuple(p.event for p in inputs)
-        last_inbound = max(p.sent_at for p in inputs)
+        last_inbound = _last_inbound(inputs)
         if state.last_inbound_at is not None:
-            last_inbound = max(last_inbound, state.last_inbound_at)
+            last_inbound = max(last_inbound or state.last_inbound_at, state.last_inbound_at)
         return TurnRequest(
             turn_id=turn_id_for(self.key, (e.idempotency_key for e in events)),
             chat=work.chat,
@@ -359,7 +367,7 @@ class Session:
                 event_ids=(e.idempotency_key for e in events),
                 history_limit=config.history_limit,
                 recent_limit=config.recent_ids_limit,
-                last_inbound_at=max(p.sent_at for p in batch),
+                last_inbound_at=_last_inbound(batch),
             )
 
     # Plumbing.

@@ -14,6 +14,7 @@ from whatsray.store.errors import (
     StoreWriteError,
     UnknownOutboundError,
 )
+from whatsray.store.job_records import JobKind, JobRecord, JobRunRecord, RunStatus
 from whatsray.store.migrations import Migration
 from whatsray.store.records import (
     ChatRecord,
@@ -38,11 +39,15 @@ __all__ = [
     "ChatRecord",
     "Contact",
     "DeadLetter",
+    "JobKind",
+    "JobRecord",
+    "JobRunRecord",
     "MessageRecord",
     "Migration",
     "MigrationError",
     "OutboundItem",
     "OutboundRecord",
+    "RunStatus",
     "SchemaTooNewError",
     "SessionSnapshot",
     "StatusChange",

@@ -183,15 +183,19 @@ def _insert_inbound(conn: DuckDBPyConnection, rows: Sequence[InboundRow]) -> lis
             ("raw", "VARCHAR"),
             ("written_at", "DOUBLE"),
             ("received_at", "DOUBLE"),
+            ("wamid", "VARCHAR"),
         ],
-        [(r.message_id, r.chat, r.type, r.text, r.raw, r.at, r.received_at) for r in unique],
+        [
+            (r.message_id, r.chat, r.type, r.text, r.raw, r.at, r.received_at, _wamid(r))
+            for r in unique
+        ],
     )
     # seq (arrival order) comes from the sequence in source order.
     inserted = {
         row[0]
         for row in conn.execute(
             "INSERT INTO messages (id, chat, direction, type, text, raw, wamid, status,"
-            " created_at, updated_at) SELECT id, chat, 'in', type, text, raw, id, 'received',"
+            " created_at, updated_at) SELECT id, chat, 'in', type, text, raw, wamid, 'received',"
             f" written_at, received_at FROM ({source}) ON CONFLICT DO NOTHING RETURNING id",
             params,
         ).fetchall()
@@ -200,16 +204,22 @@ def _insert_inbound(conn: DuckDBPyConnection, rows: Sequence[InboundRow]) -> lis
     if new:
         touches: dict[str, _ChatTouch] = {}
         for r in new:
-            _touch(touches, r.chat, r.phone_number_id, r.user, r.received_at, r.at)
+            # A scheduled input is not the user writing: the chat exists, the window stays.
+            written = None if r.scheduled else r.at
+            _touch(touches, r.chat, r.phone_number_id, r.user, r.received_at, written)
         touch_chats(conn, touches)
-        _upsert_contacts(
-            conn,
-            [
-                ContactUpdate(r.chat, r.phone_number_id, r.phone, r.bsuid, r.profile_name, r.at)
-                for r in new
-            ],
-        )
+        contacts = [
+            ContactUpdate(r.chat, r.phone_number_id, r.phone, r.bsuid, r.profile_name, r.at)
+            for r in new
+            if not r.scheduled
+        ]
+        if contacts:
+            _upsert_contacts(conn, contacts)
     return [first[r.message_id] == i and r.message_id in inserted for i, r in enumerate(rows)]
+
+
+def _wamid(row: InboundRow) -> str | None:
+    return None if row.scheduled else row.message_id
 
 
 def insert_outbound(
@@ -228,6 +238,7 @@ def insert_outbound(
             ("turn_id", "VARCHAR"),
             ("part", "INTEGER"),
             ("created_at", "DOUBLE"),
+            ("purpose", "VARCHAR"),
         ],
         [
             (
@@ -239,6 +250,7 @@ def insert_outbound(
                 o.item.turn_id,
                 o.item.part,
                 o.item.created_at,
+                o.item.purpose,
             )
             for o in outbound
         ],
@@ -247,8 +259,9 @@ def insert_outbound(
         row[0]
         for row in conn.execute(
             "INSERT INTO outbound (outbound_id, chat, phone_number_id, recipient, body, turn_id,"
-            " part, status, created_at, updated_at) SELECT outbound_id, chat, phone_number_id,"
-            f" recipient, body, turn_id, part, 'pending', created_at, ? FROM ({source})"
+            " part, status, created_at, updated_at, purpose) SELECT outbound_id, chat,"
+            " phone_number_id, recipient, body, turn_id, part, 'pending', created_at, ?, purpose"
+            f" FROM ({source})"
             " ON CONFLICT DO NOTHING RETURNING outbound_id",
             [now, *params],
         ).fetchall()

@@ -232,6 +232,8 @@ _COUNTABLE: dict[str, frozenset[str]] = {
     "chats": frozenset({"agent", "handoff"}),
     "contacts": frozenset(),
     "turns": frozenset({"chat", "agent", "outcome"}),
+    "jobs": frozenset({"kind", "chat", "enabled"}),
+    "job_runs": frozenset({"job_id", "status"}),
     "tool_calls": frozenset({"turn_id", "name", "status"}),
     "sessions": frozenset(),
     "outbound": frozenset({"chat", "status", "phone_number_id"}),

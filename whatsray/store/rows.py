@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from whatsray.outbox.ledger import DeadLetter, OutboundRecord
+from whatsray.session.scheduled import SCHEDULED_TYPE, is_scheduled
 from whatsray.store.records import MessageRecord, StatusChange
 from whatsray.whatsapp.events import MessageEvent
 
@@ -81,6 +82,9 @@ class InboundRow:
     phone: str | None
     bsuid: str | None
     profile_name: str | None
+    # A scheduled input (a reminder's run, `whatsray.session.scheduled`): stored with its own
+    # type and no wamid; it neither opens the 24-hour window nor tells us about the contact.
+    scheduled: bool = False
 
 
 def inbound_row(event: MessageEvent, now: float) -> InboundRow:
@@ -88,12 +92,13 @@ def inbound_row(event: MessageEvent, now: float) -> InboundRow:
     if event.chat is None:
         raise ValueError(f"inbound message {event.idempotency_key!r} has no chat key")
     at = event.timestamp.timestamp() if event.timestamp is not None else now
+    scheduled = is_scheduled(event)
     return InboundRow(
         message_id=event.message_id or event.idempotency_key,
         chat=str(event.chat),
         phone_number_id=event.chat.phone_number_id,
         user=event.chat.user,
-        type=event.type.value,
+        type=SCHEDULED_TYPE if scheduled else event.type.value,
         text=event.text,
         raw=dump_json(event.raw),
         at=at,
@@ -101,6 +106,7 @@ def inbound_row(event: MessageEvent, now: float) -> InboundRow:
         phone=event.from_phone,
         bsuid=event.from_user_id,
         profile_name=event.profile_name,
+        scheduled=scheduled,
     )
 
 
@@ -168,6 +174,7 @@ def outbound_from_row(row: Mapping[str, Any]) -> OutboundRecord:
         wamid=row["wamid"],
         attempts=row["attempts"],
         last_error=row["last_error"],
+        purpose=row.get("purpose"),  # migration 4
     )
 
 

@@ -129,9 +129,61 @@ _V2 = (
     )""",
 )
 
+_V3 = (
+    # Scheduled jobs (whatsray.scheduling): the source of truth the scheduler loads at start.
+    # trigger, payload and quiet_hours are JSON documents; active_since is when the current
+    # schedule began (created, restarted or its trigger changed): no run before it is due.
+    """CREATE TABLE jobs (
+        id VARCHAR PRIMARY KEY,
+        name VARCHAR NOT NULL,
+        kind VARCHAR NOT NULL CHECK (kind IN ('reminder', 'system')),
+        chat VARCHAR,
+        payload VARCHAR NOT NULL,
+        trigger VARCHAR NOT NULL,
+        timezone VARCHAR,
+        quiet_hours VARCHAR,
+        misfire_grace_s DOUBLE NOT NULL CHECK (misfire_grace_s >= 0),
+        coalesce BOOLEAN NOT NULL,
+        enabled BOOLEAN NOT NULL,
+        active_since DOUBLE NOT NULL,
+        created_at DOUBLE NOT NULL,
+        updated_at DOUBLE NOT NULL
+    )""",
+    # The exactly-once ledger: run_id = job id + scheduled fire time, inserted if absent before
+    # the run is dispatched; status moves from 'pending' once (dispatched, done, skipped, failed).
+    """CREATE TABLE job_runs (
+        run_id VARCHAR PRIMARY KEY,
+        job_id VARCHAR NOT NULL,
+        scheduled_for DOUBLE NOT NULL,
+        due_at DOUBLE NOT NULL,
+        status VARCHAR NOT NULL
+            CHECK (status IN ('pending', 'dispatched', 'done', 'skipped', 'failed')),
+        reason VARCHAR,
+        result VARCHAR,
+        entry_id VARCHAR,
+        created_at DOUBLE NOT NULL,
+        updated_at DOUBLE NOT NULL
+    )""",
+)
+
+_V4 = (
+    # What an outbound message is for (reminder, greeting, handoff_notice...; NULL: a reply):
+    # outside the 24-hour window the outbox sends that purpose's template in its place.
+    "ALTER TABLE outbound ADD COLUMN purpose VARCHAR",
+)
+
+_V5 = (
+    # Opt-in to the built-in user-facing jobs (the morning greeting): `/subscribe` sets it,
+    # `/unsubscribe` clears it; a contact is opted out until it asks.
+    "ALTER TABLE contacts ADD COLUMN opted_in BOOLEAN DEFAULT false",
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "contacts, chats, messages, turns, sessions, outbound, dead letters", _V1),
     Migration(2, "tool calls of turns", _V2),
+    Migration(3, "scheduled jobs and their runs", _V3),
+    Migration(4, "the purpose of outbound messages (templates outside the window)", _V4),
+    Migration(5, "contacts opt in to greetings", _V5),
 )
 
 SCHEMA_VERSION = MIGRATIONS[-1].version

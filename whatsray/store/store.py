@@ -31,6 +31,7 @@ from whatsray.store.chat_writes import (
     TurnResults,
 )
 from whatsray.store.errors import StoreClosedError
+from whatsray.store.jobs import JobsMixin
 from whatsray.store.ledger_writes import (
     ATTEMPT,
     DEAD_LETTER,
@@ -45,6 +46,7 @@ from whatsray.store.ledger_writes import (
     mark_dead_letter_replayed,
 )
 from whatsray.store.migrations import Migration, current_version, migrate
+from whatsray.store.opt_in import OptInMixin
 from whatsray.store.records import (
     ChatRecord,
     Contact,
@@ -54,7 +56,7 @@ from whatsray.store.records import (
     TurnRecord,
     chat_string,
 )
-from whatsray.store.rows import dump_json, inbound_row
+from whatsray.store.rows import dump_json, inbound_row, outbound_from_row
 from whatsray.store.schema import MIGRATIONS
 from whatsray.store.writer import GroupCommitWriter, WriteKind, WriteOp, WriterStats
 from whatsray.whatsapp.events import ChatKey, MessageEvent
@@ -76,8 +78,9 @@ def _new_dead_letter_id() -> str:
     return f"dl_{uuid.uuid4().hex}"
 
 
-class Store:
-    """contacts, chats, messages, turns, sessions, the outbound ledger and dead letters.
+class Store(JobsMixin, OptInMixin):
+    """contacts, chats, messages, turns, sessions, the outbound ledger, dead letters, the
+    scheduler's jobs and job runs (`JobsMixin`), and contacts' opt-in (`OptInMixin`).
 
     Implements `whatsray.outbox.ledger.OutboundLedger`. Use as `async with Store(path) as s:`
     or `await s.start()` ... `await s.close()`; `close()` applies every write queued before it.
@@ -414,6 +417,82 @@ class Store:
 
     async def count_contacts(self) -> int:
         return await self.count("contacts")
+
+    # -- handoff and the window (docs/handoff.md) ------------------------------------------------
+
+    async def get_outbound_by_wamid(self, wamid: str) -> OutboundRecord | None:
+        """The outbound message Meta accepted under `wamid` (what a quoted reply points at)."""
+        return await self._read(
+            lambda cur: _first_outbound(
+                cur.execute("SELECT * FROM outbound WHERE wamid = ? LIMIT 1", [wamid])
+            )
+        )
+
+    async def handoff_chats(
+        self,
+        phone_number_id: str | None = None,
+        *,
+        idle_before: float | None = None,
+        limit: int = 1000,
+    ) -> list[ChatRecord]:
+        """Chats handed to a person, most recently active first (`updated_at` moves with every
+        message in or out and every change of the chat). `idle_before`: only those with no
+        activity since then (what the automatic release looks for)."""
+        _check_limit(limit)
+
+        def read(cur: duckdb.DuckDBPyConnection) -> list[ChatRecord]:
+            result = cur.execute(
+                "SELECT chat, phone_number_id, user_id AS user, agent, handoff, last_inbound_at,"
+                " created_at, updated_at FROM chats WHERE handoff"
+                " AND (?::VARCHAR IS NULL OR phone_number_id = ?)"
+                " AND (?::DOUBLE IS NULL OR updated_at < ?)"
+                " ORDER BY updated_at DESC, chat LIMIT ?",
+                [phone_number_id, phone_number_id, idle_before, idle_before, limit],
+            )
+            names = [column[0] for column in result.description or ()]
+            return [ChatRecord(**dict(zip(names, row, strict=True))) for row in result.fetchall()]
+
+        return await self._read(read)
+
+    async def record_echo(
+        self,
+        chat: ChatKey | str,
+        wamid: str,
+        *,
+        type_: str,
+        text: str | None,
+        raw: dict[str, Any],
+        at: float,
+    ) -> bool:
+        """A message the business sent from the WhatsApp Business app (`smb_message_echoes`):
+        stored as outbound in the chat's history (id and wamid: Meta's), and the chat handed to
+        a person, in one transaction. Never in the outbound ledger: the outbox must not send
+        it. False (and nothing changed) when this echo was stored before."""
+        key = _chat_key(chat)
+        raw_json = dump_json(raw)
+        now = self._now()
+
+        def write(conn: duckdb.DuckDBPyConnection) -> bool:
+            inserted = conn.execute(
+                "INSERT INTO messages (id, chat, direction, type, text, raw, wamid, status,"
+                " created_at, updated_at) VALUES (?, ?, 'out', ?, ?, ?, ?, 'sent', ?, ?)"
+                " ON CONFLICT DO NOTHING RETURNING id",
+                [wamid, str(key), type_, text, raw_json, wamid, at, now],
+            ).fetchall()
+            if not inserted:
+                return False
+            chat_writes.update_chat(
+                conn, str(key), key.phone_number_id, key.user, {"handoff": True}, now
+            )
+            return True
+
+        return await self._write_op(write)
+
+
+def _first_outbound(result: duckdb.DuckDBPyConnection) -> OutboundRecord | None:
+    names = [column[0] for column in result.description or ()]
+    row = result.fetchone()
+    return outbound_from_row(dict(zip(names, row, strict=True))) if row is not None else None
 
 
 def _chat_key(chat: ChatKey | str) -> ChatKey:
