@@ -9,7 +9,7 @@ from typing import Any, cast
 import httpx
 
 from actors.proxy import ActorProxy, Forwarder
-from whatsray.outbox import Outbox
+from whatsray.outbox import Outbox, load_templates
 from whatsray.outbox.ledger import OutboundLedger
 from whatsray.store import Store
 from whatsray.whatsapp.graph_client import GraphClient
@@ -29,6 +29,7 @@ class OutboxActor:
         graph_api_base_url: str,
         graph_api_version: str,
         throughput_mps: float,
+        templates_file: str | None = None,
     ) -> None:
         self._http = httpx.AsyncClient(timeout=httpx.Timeout(30.0, connect=5.0))
         # The Store actor serves both the outbound ledger and the chats' 24 h windows.
@@ -51,6 +52,8 @@ class OutboxActor:
             cast(OutboundLedger, ledger),
             throughput_mps=throughput_mps,
             window_lookup=window,
+            # Invalid templates fail the actor's start with the loader's message (as at load).
+            templates=load_templates(templates_file),
         )
         self._forward = Forwarder(self._outbox, OUTBOX_METHODS)
         # After a crash: send what the last incarnation recorded but never finished.

@@ -11,12 +11,21 @@ import asyncio
 from collections.abc import Mapping, Sequence
 from typing import Any, cast
 
+import ray
+
 from actors.agents import AgentPool, load_config
 from actors.proxy import ActorProxy
-from whatsray.inbox import Inbox
-from whatsray.pipeline.host import SessionHostCore
-from whatsray.pipeline.ports import OutboxPort, RouterPort, StorePort
+from whatsray.inbox import Inbox, partition_for
+from whatsray.pipeline.host import HostStorePort, SessionHostCore
+from whatsray.pipeline.ports import OutboxPort, RouterPort
 from whatsray.session import SessionConfig
+from whatsray.whatsapp.events import ChatKey
+
+HOST_NAME_PREFIX = "session-host-"  # + partition: how serve_app names the hosts
+
+
+def host_name(partition: int) -> str:
+    return f"{HOST_NAME_PREFIX}{partition}"
 
 
 class SessionHost:
@@ -33,18 +42,25 @@ class SessionHost:
         agents_file: str,
         engine_override: str | None,
         idle_timeout_s: float,
+        operator_number: str | None = None,
+        handoff_release_after_s: float | None = None,
     ) -> None:
         self._inbox = Inbox.from_url(redis_url, partitions=partitions)
+        self._partitions = partitions
         outbox_proxies = {pnid: cast(OutboxPort, ActorProxy(h)) for pnid, h in outboxes.items()}
         self._core = SessionHostCore(
             partition,
             inbox=self._inbox,
-            store=cast(StorePort, ActorProxy(store)),
+            store=cast(HostStorePort, ActorProxy(store)),
             router=cast(RouterPort, ActorProxy(router)),
             agents=AgentPool(agent_workers),
             outbox_for=outbox_proxies.__getitem__,
             agents_config=load_config(agents_file, engine_override),
             session_config=SessionConfig(idle_timeout_s=idle_timeout_s),
+            operator_number=operator_number,
+            handoff_release_after_s=handoff_release_after_s or None,
+            partitions=partitions,
+            invalidate_elsewhere=self._invalidate_elsewhere,
         )
         self._started = asyncio.get_running_loop().create_task(self._core.start())
 
@@ -54,3 +70,19 @@ class SessionHost:
 
     async def stats(self) -> dict[str, Any]:
         return self._core.stats()
+
+    async def set_handoff(self, chat: str, on: bool) -> None:
+        """Hand `chat` (a canonical chat key of this host's partition) to a person, or back."""
+        await asyncio.shield(self._started)
+        key = ChatKey.parse(chat)
+        if not self._core.owns(key):
+            raise ValueError(f"chat {chat} is not in partition {self._core.partition}")
+        await self._core.set_handoff(key, on)
+
+    async def invalidate(self, chat: str) -> None:
+        """The store changed `chat` (another host released it): reload before its next turn."""
+        self._core.invalidate(chat)
+
+    async def _invalidate_elsewhere(self, chat: ChatKey) -> None:
+        other = ray.get_actor(host_name(partition_for(chat, self._partitions)))
+        await other.invalidate.remote(str(chat))

@@ -134,7 +134,6 @@ OTHER_FIXTURES = {
     "phone_number_quality_update.json": ("phone_number_quality_update", "FLAGGED"),
     "calls.json": ("calls", None),
     "user_preferences.json": ("user_preferences", None),
-    "smb_message_echoes.json": ("smb_message_echoes", None),
     "history.json": ("history", None),
 }
 
@@ -152,6 +151,27 @@ def test_other_fields_keep_their_raw_value(name: str, expected: tuple[str, str |
     assert event.value == original
     assert event.idempotency_key.startswith("other:")
     assert event.summary()["type"] == field
+
+
+def test_business_app_echoes_are_one_event_each_in_the_recipients_chat() -> None:
+    (event,) = events_of("smb_message_echoes.json")
+    assert isinstance(event, OtherEvent)
+    assert event.field == "smb_message_echoes"
+    echo = event.value["message_echoes"][0]
+    assert event.idempotency_key == f"echo:{echo['id']}"
+    assert event.chat == ChatKey(phone_number_id=PNID, user="16505551234")
+    assert echo["text"]["body"] == "Sent from the Business app"
+    assert event.timestamp is not None and int(event.timestamp.timestamp()) == 1749417400
+    # A batch of two echoes to two users: two events, each in its own chat.
+    document = json.loads((FIXTURES / "smb_message_echoes.json").read_bytes())
+    value = document["entry"][0]["changes"][0]["value"]
+    second = {**value["message_echoes"][0], "id": "wamid.SECOND", "to": "16505550000"}
+    value["message_echoes"].append(second)
+    first, other = parse_webhook(json.dumps(document).encode())
+    assert isinstance(first, OtherEvent) and isinstance(other, OtherEvent)
+    assert [e.chat.user for e in (first, other) if e.chat] == ["16505551234", "16505550000"]
+    assert other.value["message_echoes"] == [second]
+    assert other.idempotency_key == "echo:wamid.SECOND"
 
 
 def test_template_status_values() -> None:

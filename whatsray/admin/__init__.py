@@ -17,6 +17,7 @@ from whatsray.admin.models import (
     DeadLettersPage,
     ErrorBody,
     FieldError,
+    HandoffChatsOut,
     MessageOut,
     MessagesPage,
     OutboundOut,
@@ -24,7 +25,7 @@ from whatsray.admin.models import (
     SendMessageResponse,
     normalize_user,
 )
-from whatsray.admin.ports import AdminOutboxPort, AdminStorePort
+from whatsray.admin.ports import AdminOutboxPort, AdminStorePort, HandoffControl
 
 __all__ = [
     "AdminOutboxPort",
@@ -40,6 +41,8 @@ __all__ = [
     "DeadLettersPage",
     "ErrorBody",
     "FieldError",
+    "HandoffChatsOut",
+    "HandoffControl",
     "MessageOut",
     "MessagesPage",
     "OutboundOut",

@@ -32,6 +32,7 @@ from whatsray.admin.models import (
     DeadLetterOut,
     DeadLettersPage,
     ErrorBody,
+    HandoffChatsOut,
     InferenceOut,
     MessageOut,
     MessagesPage,
@@ -40,7 +41,7 @@ from whatsray.admin.models import (
     SendMessageResponse,
     normalize_user,
 )
-from whatsray.admin.ports import AdminOutboxPort, AdminStorePort, InferenceReport
+from whatsray.admin.ports import AdminOutboxPort, AdminStorePort, HandoffControl, InferenceReport
 from whatsray.outbox.ledger import OutboundItem, OutboundRecord
 from whatsray.outbox.window import WINDOW_SECONDS, window_open
 from whatsray.store.records import ChatRecord
@@ -98,12 +99,14 @@ class _AdminApi:
         numbers: tuple[str, ...],
         now: Callable[[], float],
         new_id: Callable[[], str],
+        handoff: HandoffControl | None = None,
     ) -> None:
         self.store = store
         self.outbox_for = outbox_for
         self.numbers = numbers
         self.now = now
         self.new_id = new_id
+        self.handoff = handoff
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -265,6 +268,40 @@ class _AdminApi:
             next_before=page[0].seq if more else None,
         )
 
+    async def _set_handoff(self, chat: str, on: bool) -> ChatOut:
+        key = self._chat_from_path(chat)
+        record = await self._find_chat(key)
+        if record is None:
+            raise AdminProblem(404, "not_found", f"no chat {str(key)!r}")
+        if record.phone_number_id not in self.numbers:
+            raise AdminProblem(
+                409,
+                "number_not_configured",
+                f"chat {record.chat!r} is on business number {record.phone_number_id}, which"
+                " this app does not serve",
+            )
+        assert self.handoff is not None  # the routes exist only with a handoff control
+        await self.handoff(record.chat, on)
+        updated = await self.store.get_chat(record.chat)
+        return ChatOut.from_record(updated or record, self.now())
+
+    async def start_handoff(
+        self, chat: Annotated[str, Path(min_length=1, max_length=300)]
+    ) -> ChatOut:
+        return await self._set_handoff(chat, True)
+
+    async def release_handoff(
+        self, chat: Annotated[str, Path(min_length=1, max_length=300)]
+    ) -> ChatOut:
+        return await self._set_handoff(chat, False)
+
+    async def list_handoffs(
+        self, limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100
+    ) -> HandoffChatsOut:
+        rows = await self.store.handoff_chats(limit=limit)
+        now = self.now()
+        return HandoffChatsOut(chats=[ChatOut.from_record(row, now) for row in rows])
+
     async def list_chats(
         self,
         limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
@@ -353,6 +390,7 @@ def create_admin_router(
     outbox_for: Callable[[str], AdminOutboxPort],
     phone_number_ids: Sequence[str],
     inference: InferenceReport | None = None,
+    handoff: HandoffControl | None = None,
     now: Callable[[], float] = time.time,
     new_id: Callable[[], str] = _new_outbound_id,
 ) -> APIRouter:
@@ -360,13 +398,15 @@ def create_admin_router(
 
     `outbox_for(phone_number_id)` gives that number's outbox; `phone_number_ids` are the numbers
     this app sends from (the first is the default). `inference` reports the agents' inference
-    load (`GET /api/inference`; absent without it). `now` is the clock of the 24-hour window
-    check; `new_id` names sends made without an idempotency key.
+    load (`GET /api/inference`; absent without it). `handoff(chat, on)` sets a chat's handoff
+    flag where its live session sees it (`POST /api/chats/{chat}/handoff` and `.../release`,
+    `GET /api/handoffs`; absent without it). `now` is the clock of the 24-hour window check;
+    `new_id` names sends made without an idempotency key.
     """
     numbers = tuple(phone_number_ids)
     if not numbers:
         raise ValueError("the admin API needs at least one phone_number_id to send from")
-    api = _AdminApi(store, outbox_for, numbers, now, new_id)
+    api = _AdminApi(store, outbox_for, numbers, now, new_id, handoff)
     router = APIRouter(
         prefix="/api",
         tags=["admin"],
@@ -438,6 +478,41 @@ def create_admin_router(
         ),
         responses={**not_found, **conflict},
     )
+    if handoff is not None:
+        chat_routes: dict[int | str, dict[str, Any]] = {
+            **not_found,
+            409: {"model": ErrorBody, "description": "A chat on a number this app does not serve."},
+        }
+        router.add_api_route(
+            "/chats/{chat}/handoff",
+            api.start_handoff,
+            methods=["POST"],
+            operation_id="start_handoff",
+            summary="Hand a chat to a person: the bot stops answering it",
+            description=(
+                "Sets the chat's handoff flag, seen at once by its live session: its messages"
+                " are stored and forwarded to the operator number instead of answered. Send"
+                " replies with `POST /api/send-message` (or from the operator's phone, see"
+                " docs/handoff.md). Idempotent; answers with the chat."
+            ),
+            responses=chat_routes,
+        )
+        router.add_api_route(
+            "/chats/{chat}/release",
+            api.release_handoff,
+            methods=["POST"],
+            operation_id="release_handoff",
+            summary="Give a handed-off chat back to the bot",
+            description="Clears the chat's handoff flag (idempotent); answers with the chat.",
+            responses=chat_routes,
+        )
+        router.add_api_route(
+            "/handoffs",
+            api.list_handoffs,
+            methods=["GET"],
+            operation_id="list_handoffs",
+            summary="Chats handed to a person, most recently active first",
+        )
     if inference is not None:
         report = inference
 

@@ -231,6 +231,12 @@ class ChatsPage(_Body):
     next_offset: int | None = Field(description="The next page's offset; null on the last page.")
 
 
+class HandoffChatsOut(_Body):
+    chats: list[ChatOut] = Field(
+        description="Chats handed to a person, most recently active first."
+    )
+
+
 class ContactOut(_Body):
     chat: str
     phone_number_id: str

@@ -13,7 +13,7 @@ from whatsray.outbox.ledger import DeadLetter, OutboundItem, OutboundRecord
 from whatsray.store.records import ChatRecord, Contact, MessageRecord
 from whatsray.whatsapp.events import ChatKey
 
-__all__ = ["AdminOutboxPort", "AdminStorePort", "InferenceReport"]
+__all__ = ["AdminOutboxPort", "AdminStorePort", "HandoffControl", "InferenceReport"]
 
 
 class AdminStorePort(Protocol):
@@ -37,6 +37,14 @@ class AdminStorePort(Protocol):
         self, limit: int = 50, include_replayed: bool = False, offset: int = 0
     ) -> list[DeadLetter]: ...
 
+    async def handoff_chats(
+        self,
+        phone_number_id: str | None = None,
+        *,
+        idle_before: float | None = None,
+        limit: int = 1000,
+    ) -> list[ChatRecord]: ...
+
 
 class AdminOutboxPort(Protocol):
     """One business number's outbox."""
@@ -49,3 +57,9 @@ class AdminOutboxPort(Protocol):
 # The inference load report: `{"agents": [AgentLoad.as_dict(), ...], "notices_sent": n,
 # "typing_refreshes": n}`, gathered from the agent workers and session hosts by the edge.
 InferenceReport = Callable[[], Awaitable[dict[str, Any]]]
+
+
+# Sets (True) or clears (False) a chat's handoff flag, given its canonical key, so that its live
+# session sees it: in one process `SessionHostCore.set_handoff` of the host owning the chat, on
+# Ray that host actor's `set_handoff` (the ingress routes by `partition_for`).
+HandoffControl = Callable[[str, bool], Awaitable[None]]

@@ -13,14 +13,38 @@ from whatsray.outbox.ledger import (
     OutboundRecord,
     OutboundStatus,
 )
-from whatsray.outbox.outbox import Outbox, OutboxClosedError, recipient_key, replay_outbound_id
+from whatsray.outbox.outbox import (
+    REPLAY_PURPOSE,
+    Outbox,
+    OutboxClosedError,
+    recipient_key,
+    replay_outbound_id,
+    template_outbound_id,
+)
 from whatsray.outbox.rate_limits import PairRateLimiter, SendRateLimiter, TokenBucket
 from whatsray.outbox.retry import RetryPolicy, is_ambiguous
 from whatsray.outbox.stats import OutboxStats
 from whatsray.outbox.status import merge_status
-from whatsray.outbox.window import WINDOW_SECONDS, WindowLookup, is_template_body, window_open
+from whatsray.outbox.templates import (
+    PURPOSES,
+    TemplatesConfig,
+    TemplatesConfigError,
+    TemplateSpec,
+    load_templates,
+    parse_templates,
+)
+from whatsray.outbox.window import (
+    WINDOW_SECONDS,
+    WindowLookup,
+    describe_window,
+    is_template_body,
+    window_left,
+    window_open,
+)
 
 __all__ = [
+    "PURPOSES",
+    "REPLAY_PURPOSE",
     "WINDOW_SECONDS",
     "DeadLetter",
     "InMemoryLedger",
@@ -34,12 +58,20 @@ __all__ = [
     "PairRateLimiter",
     "RetryPolicy",
     "SendRateLimiter",
+    "TemplateSpec",
+    "TemplatesConfig",
+    "TemplatesConfigError",
     "TokenBucket",
     "WindowLookup",
+    "describe_window",
     "is_ambiguous",
     "is_template_body",
+    "load_templates",
     "merge_status",
+    "parse_templates",
     "recipient_key",
     "replay_outbound_id",
+    "template_outbound_id",
+    "window_left",
     "window_open",
 ]

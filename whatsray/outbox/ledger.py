@@ -40,6 +40,9 @@ class OutboundItem:
     sent to Meta as `biz_opaque_callback_data` (at most 512 characters), so status webhooks carry
     it back.
     `body` is the Graph API send body (`messaging_product`, `to`, `type`, ...).
+    `purpose` says what the message is for (`reminder`, `greeting`, `handoff_notice`...; None: a
+    reply): outside the 24-hour window the outbox sends that purpose's template instead
+    (`whatsray.outbox.templates`).
     """
 
     outbound_id: str
@@ -50,6 +53,7 @@ class OutboundItem:
     turn_id: str | None = None
     part: int = 0
     created_at: float = 0.0
+    purpose: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +72,7 @@ class OutboundRecord:
     wamid: str | None = None
     attempts: int = 0  # send attempts started (counted *before* each request goes out)
     last_error: str | None = None
+    purpose: str | None = None
 
     @classmethod
     def from_item(cls, item: OutboundItem) -> OutboundRecord:
@@ -80,6 +85,7 @@ class OutboundRecord:
             turn_id=item.turn_id,
             part=item.part,
             created_at=item.created_at,
+            purpose=item.purpose,
         )
 
     def to_item(self) -> OutboundItem:
@@ -92,6 +98,7 @@ class OutboundRecord:
             turn_id=self.turn_id,
             part=self.part,
             created_at=self.created_at,
+            purpose=self.purpose,
         )
 
 

@@ -28,13 +28,21 @@ from whatsray.outbox.ledger import OutboundItem, OutboundLedger, OutboundRecord
 from whatsray.outbox.rate_limits import SendRateLimiter
 from whatsray.outbox.retry import RetryPolicy, is_ambiguous
 from whatsray.outbox.stats import OutboxStats
+from whatsray.outbox.templates import EMPTY_TEMPLATES, TemplatesConfig, TemplateSpec, free_text
 from whatsray.outbox.window import WindowLookup, is_template_body, window_open
 from whatsray.whatsapp.errors import MessageValidationError, ReEngagementError, WhatsAppError
 from whatsray.whatsapp.events import StatusEvent
 from whatsray.whatsapp.graph_client import GraphClient
 from whatsray.whatsapp.messages import MarkAsRead, Message, is_bsuid, validate_send_body
 
-__all__ = ["Outbox", "OutboxClosedError", "recipient_key", "replay_outbound_id"]
+__all__ = [
+    "REPLAY_PURPOSE",
+    "Outbox",
+    "OutboxClosedError",
+    "recipient_key",
+    "replay_outbound_id",
+    "template_outbound_id",
+]
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +50,7 @@ T = TypeVar("T")
 
 OUTSIDE_WINDOW = "outside_window"
 RE_ENGAGEMENT_CODE = 131047
+REPLAY_PURPOSE = "dead_letter_replay"
 
 
 class OutboxClosedError(RuntimeError):
@@ -51,6 +60,12 @@ class OutboxClosedError(RuntimeError):
 def replay_outbound_id(outbound_id: str, dead_letter_id: str) -> str:
     """The id a replay of this dead letter is sent under: derived, so replaying twice dedupes."""
     return f"{outbound_id}~replay:{dead_letter_id}"
+
+
+def template_outbound_id(outbound_id: str) -> str:
+    """The id of the template sent in place of a message the window refused: derived, so the
+    fallback happens at most once however often the refusal is seen."""
+    return f"{outbound_id}:template"
 
 
 _PHONE_NOISE = re.compile(r"[^\d]")
@@ -90,6 +105,7 @@ class Outbox:
         now: Callable[[], float] = time.time,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         window_lookup: WindowLookup | None = None,
+        templates: TemplatesConfig | None = None,
         ambiguous_grace_s: float = 10.0,
         grace_poll_s: float = 0.5,
         rng: random.Random | None = None,
@@ -101,6 +117,7 @@ class Outbox:
         self._now = now
         self._sleep = sleep
         self._window_lookup = window_lookup
+        self._templates = templates if templates is not None else EMPTY_TEMPLATES
         self._grace_s = ambiguous_grace_s
         self._grace_poll_s = grace_poll_s
         self._rng = rng or random.Random()
@@ -132,6 +149,12 @@ class Outbox:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def wait_idle(self) -> None:
+        """Until every send started in the background (dispatch, resume, a template sent after
+        a `failed` status) has finished. For tests and orderly shutdowns."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
     async def __aenter__(self) -> Outbox:
         await self.start()
@@ -232,6 +255,7 @@ class Outbox:
             original.to_item(),
             outbound_id=replay_outbound_id(original.outbound_id, dead_letter_id),
             created_at=self._now(),
+            purpose=REPLAY_PURPOSE,  # outside the window: the replay template, else the default
         )
         if await self._ledger.record_outbound(item):
             self.stats.replays += 1
@@ -270,6 +294,12 @@ class Outbox:
     async def _deliver(self, outbound_id: str) -> OutboundRecord:
         """Send one recorded message unless the ledger says it is already done."""
         record = await self._get(outbound_id)
+        if record.status == "failed" and not is_template_body(record.body):
+            # Replaced by a template outside the window: that one is the message now (and is
+            # sent here if a crash came between recording it and sending it).
+            fallback = await self._ledger.get_outbound(template_outbound_id(outbound_id))
+            if fallback is not None:
+                return await self._deliver(fallback.outbound_id)
         if record.status != "pending":
             self.stats.already_done += 1
             return record
@@ -285,9 +315,7 @@ class Outbox:
         item = record.to_item()
         body = {**item.body, "biz_opaque_callback_data": item.outbound_id}
         if not is_template_body(body) and not await self._window_is_open(item):
-            return await self._dead_letter(
-                outbound_id, OUTSIDE_WINDOW, RE_ENGAGEMENT_CODE, "24 h window closed"
-            )
+            return await self._outside_window(record, RE_ENGAGEMENT_CODE, "24 h window closed")
         try:
             message = validate_send_body(body)
             if isinstance(message, MarkAsRead):
@@ -308,7 +336,8 @@ class Outbox:
                 result = await self._graph.send(message)
             except WhatsAppError as exc:
                 if exc.code == RE_ENGAGEMENT_CODE or isinstance(exc, ReEngagementError):
-                    return await self._dead_letter(outbound_id, OUTSIDE_WINDOW, exc.code, str(exc))
+                    record = await self._get(outbound_id)
+                    return await self._outside_window(record, exc.code, str(exc))
                 if not exc.is_transient:
                     reason = f"permanent_error:{type(exc).__name__}"
                     return await self._dead_letter(outbound_id, reason, exc.code, str(exc))
@@ -342,6 +371,19 @@ class Outbox:
                 return record
             await self._sleep(min(self._grace_poll_s, remaining))
 
+    async def _async_window_fallback(
+        self, outbound_id: str, error_code: int
+    ) -> OutboundItem | None:
+        """Meta's 131047 as a `failed` status after a 200: the template goes out in the
+        background (the caller is the status webhook, which must not wait for a send)."""
+        record = await self._ledger.get_outbound(outbound_id)
+        spec = self._template_for(record) if record is not None else None
+        if record is None or spec is None or self._closed:
+            return None
+        item = await self._record_template(record, spec, error_code)
+        self._spawn(self._send_logged([item]))
+        return item
+
     async def _window_is_open(self, item: OutboundItem) -> bool:
         if self._window_lookup is None:
             return True  # nothing to ask: Meta enforces it (131047 -> outside_window)
@@ -351,6 +393,51 @@ class Outbox:
             log.exception("window lookup failed for %s; letting Meta decide", item.chat)
             return True
         return window_open(last_inbound, self._now())
+
+    def _template_for(self, record: OutboundRecord) -> TemplateSpec | None:
+        if is_template_body(record.body):
+            return None  # a template is never refused for the window; nothing to fall back to
+        return self._templates.for_purpose(record.purpose)
+
+    async def _outside_window(
+        self, record: OutboundRecord, error_code: int | None, details: str
+    ) -> OutboundRecord:
+        """The window refused a free-form message: send its purpose's template instead (in this
+        lane, now), or dead-letter it `outside_window` when no template is configured."""
+        spec = self._template_for(record)
+        if spec is None:
+            return await self._dead_letter(record.outbound_id, OUTSIDE_WINDOW, error_code, details)
+        fallback = await self._record_template(record, spec, error_code)
+        return await self._deliver(fallback.outbound_id)
+
+    async def _record_template(
+        self, record: OutboundRecord, spec: TemplateSpec, error_code: int | None
+    ) -> OutboundItem:
+        """Record the template that replaces `record` (once: its id is derived), then close the
+        original as `failed` with where it went. In this order, a crash in between leaves the
+        original pending, and its next delivery finds the template already recorded."""
+        item = OutboundItem(
+            outbound_id=template_outbound_id(record.outbound_id),
+            chat=record.chat,
+            phone_number_id=record.phone_number_id,
+            to=record.to,
+            body=spec.graph_body(record.to, free_text(record.body)),
+            turn_id=record.turn_id,
+            part=record.part,
+            created_at=self._now(),
+            purpose=record.purpose,
+        )
+        if await self._ledger.record_outbound(item):
+            self.stats.template_fallbacks += 1
+            log.info(
+                "%s is outside the 24 h window: sending template %r as %s",
+                record.outbound_id,
+                spec.name,
+                item.outbound_id,
+            )
+        reason = f"{OUTSIDE_WINDOW}: sent as template {spec.name} ({item.outbound_id})"
+        await self._ledger.mark_failed(record.outbound_id, reason, error_code)
+        return item
 
     async def _dead_letter(
         self, outbound_id: str, reason: str, error_code: int | None, details: str | None
@@ -379,7 +466,9 @@ class Outbox:
         A `sent` can overtake our own `mark_sent` (Meta answers the send and fires the webhook
         at once): when the wamid is unknown but the event carries our `outbound_id` as
         `biz_opaque_callback_data`, the wamid is stored first, then the status applied. A
-        `failed` status dead-letters the message, once.
+        `failed` status dead-letters the message, once; a `failed` 131047 (the window, refused
+        after a 200) sends the message's template instead when one is configured (once: the
+        template's id is derived from the message's).
         """
         wamid = event.message_id
         if wamid is None:
@@ -405,6 +494,10 @@ class Outbox:
         if merged == "failed" and outbound_id and outbound_id not in self._dead_lettering:
             self._dead_lettering.add(outbound_id)
             try:
+                if error_code == RE_ENGAGEMENT_CODE:
+                    fallback = await self._async_window_fallback(outbound_id, error_code)
+                    if fallback is not None:
+                        return merged
                 details = "; ".join(
                     f"{e.code}: {e.title or e.message or ''}".strip() for e in event.errors
                 )

@@ -23,6 +23,7 @@ class OutboxStats:
     statuses_applied: int = 0
     statuses_unknown: int = 0  # statuses for wamids this ledger does not know
     replays: int = 0
+    template_fallbacks: int = 0  # templates recorded in place of messages the window refused
     rate_limit: RateLimitStats = field(default_factory=RateLimitStats)
 
     def as_dict(self) -> dict[str, float]:

@@ -10,7 +10,14 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-__all__ = ["WINDOW_SECONDS", "WindowLookup", "is_template_body", "window_open"]
+__all__ = [
+    "WINDOW_SECONDS",
+    "WindowLookup",
+    "describe_window",
+    "is_template_body",
+    "window_left",
+    "window_open",
+]
 
 WINDOW_SECONDS = 24 * 60 * 60
 
@@ -26,3 +33,24 @@ def window_open(last_inbound_at: float | None, now: float, length: float = WINDO
 def is_template_body(body: dict[str, Any]) -> bool:
     """Templates are the only messages allowed outside the window."""
     return body.get("type") == "template"
+
+
+def window_left(last_inbound_at: float | None, now: float, length: float = WINDOW_SECONDS) -> float:
+    """Seconds until the window closes (0 when it is closed or never opened)."""
+    if last_inbound_at is None:
+        return 0.0
+    return max(0.0, last_inbound_at + length - now)
+
+
+def describe_window(last_inbound_at: float | None, now: float) -> str:
+    """One line for an agent's prompt: how long free text can still reach the user."""
+    left = window_left(last_inbound_at, now)
+    if left <= 0:
+        return (
+            "The user's 24-hour WhatsApp window is closed: only approved templates can reach"
+            " them until they write again."
+        )
+    minutes = int(left // 60)
+    hours, minutes = divmod(minutes, 60)
+    span = f"{hours} h {minutes} min" if hours else f"{max(minutes, 1)} min"
+    return f"The user's 24-hour WhatsApp window closes in {span}."

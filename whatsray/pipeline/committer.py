@@ -17,6 +17,7 @@ from typing import Any
 
 from whatsray.outbox.ledger import OutboundItem
 from whatsray.pipeline.ports import OutboxPort, StorePort
+from whatsray.session.scheduled import is_scheduled, opens_window
 from whatsray.session.turns import (
     CANCELLED,
     ReplyPart,
@@ -53,7 +54,11 @@ def reply_body(to: str, part: ReplyPart) -> dict[str, Any]:
 
 
 def outbound_items(
-    chat: ChatKey, turn_id: str, parts: Sequence[ReplyPart], created_at: float
+    chat: ChatKey,
+    turn_id: str,
+    parts: Sequence[ReplyPart],
+    created_at: float,
+    purpose: str | None = None,
 ) -> tuple[OutboundItem, ...]:
     to = recipient(chat)
     return tuple(
@@ -66,6 +71,7 @@ def outbound_items(
             turn_id=turn_id,
             part=index,
             created_at=created_at,
+            purpose=purpose,
         )
         for index, part in enumerate(parts)
     )
@@ -112,7 +118,11 @@ class TurnCommitter:
     async def commit(self, request: TurnRequest, result: TurnResult) -> None:
         now = self._now()
         await self.record_inputs(request.inputs)
-        items = outbound_items(request.chat, request.turn_id, result.reply_parts, now)
+        # A turn that only answers scheduled runs is a reminder: outside the user's window the
+        # outbox sends the reminder template instead.
+        reminder = all(is_scheduled(e) for e in request.inputs)
+        purpose = "reminder" if reminder else None
+        items = outbound_items(request.chat, request.turn_id, result.reply_parts, now, purpose)
         turn = TurnRecord(
             chat=str(request.chat),
             turn_id=request.turn_id,
@@ -132,7 +142,10 @@ class TurnCommitter:
             chat=str(request.chat),
             agent=result.agent or request.agent,
             handoff=request.handoff or result.outcome is TurnOutcome.HANDOFF,
-            last_inbound_at=max(_event_time(e, now) for e in request.inputs),
+            # The user's own messages only: a scheduled input does not open the window.
+            last_inbound_at=max(
+                (_event_time(e, now) for e in request.inputs if opens_window(e)), default=None
+            ),
             summary=request.summary,
             updated_at=now,
         )

@@ -8,18 +8,28 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 
 from whatsray.agents.config import AgentsConfig
 from whatsray.pipeline.committer import TurnCommitter, outbound_items
+from whatsray.pipeline.handoff import HandoffDesk
 from whatsray.pipeline.ports import AgentsPort, OutboxPort, RouterPort, StorePort
 from whatsray.pipeline.turn_runner import TurnRunner
 from whatsray.pipeline.waiting import WaitingNotice
 from whatsray.session.config import SessionConfig, SessionHooks
 from whatsray.session.policies import DoubleTextingPolicy
 from whatsray.session.state import HistoryMessage, SessionState
-from whatsray.session.turns import NonMessageEvent, RecordReason
+from whatsray.session.turns import (
+    NonMessageEvent,
+    RecordReason,
+    ToolCallJournal,
+    TurnOutcome,
+    TurnRequest,
+    TurnResult,
+)
 from whatsray.store.records import MessageRecord
-from whatsray.whatsapp.events import ChatKey, MessageEvent, StatusEvent
+from whatsray.whatsapp.events import ChatKey, MessageEvent, OtherEvent, StatusEvent
+from whatsray.whatsapp.parsing import ECHOES_FIELD
 
 log = logging.getLogger(__name__)
 
@@ -35,13 +45,25 @@ def history_message(record: MessageRecord) -> HistoryMessage:
 
 
 class StateLoader:
-    """Rebuilds a chat's session state from the store (on activation, after any restart)."""
+    """Rebuilds a chat's session state from the store (on activation, after any restart).
 
-    def __init__(self, store: StorePort, config: SessionConfig) -> None:
+    The operator's own chat is always "handed off": the bot never answers the operator, whose
+    messages are relayed to users instead (`HandoffDesk.relay`)."""
+
+    def __init__(
+        self, store: StorePort, config: SessionConfig, desk: HandoffDesk | None = None
+    ) -> None:
         self._store = store
         self._config = config
+        self._desk = desk
 
     async def __call__(self, chat: ChatKey) -> SessionState:
+        state = await self._load(chat)
+        if self._desk is not None and await self._desk.is_operator(chat):
+            return replace(state, handoff=True)
+        return state
+
+    async def _load(self, chat: ChatKey) -> SessionState:
         snapshot = await self._store.load_session(chat)
         if snapshot is None:
             return SessionState()
@@ -85,12 +107,17 @@ def build_session_hooks(
     session_config: SessionConfig,
     now: Callable[[], float],
     waiting: WaitingNotice | None = None,
+    desk: HandoffDesk | None = None,
 ) -> SessionHooks:
+    """`desk`: human handoff (forwarding to the operator, relaying the operator's replies,
+    business-app echoes); without it handed-off messages are only stored."""
     committer = TurnCommitter(store, outbox_for, now=now)
 
     async def on_status(event: NonMessageEvent) -> None:
         if isinstance(event, StatusEvent) and event.phone_number_id:
             await outbox_for(event.phone_number_id).apply_status(event)
+        elif isinstance(event, OtherEvent) and event.field == ECHOES_FIELD and desk is not None:
+            await desk.on_echo(event)
         else:
             log.info("no handler for %s event %s", event.kind, event.idempotency_key)
 
@@ -99,6 +126,14 @@ def build_session_hooks(
     ) -> None:
         log.info("recording %d message(s) of %s without a turn (%s)", len(events), chat, reason)
         await committer.record_inputs(events)
+        # Stored first: a retry of this hook (it is retried until it returns) records nothing
+        # new, and the desk's ids are derived from the messages, so nothing is sent twice.
+        if desk is None or reason != "handoff":
+            return
+        if await desk.is_operator(chat):
+            await desk.relay(chat, events)
+        else:
+            await desk.forward(chat, events)
 
     async def send_text(chat: ChatKey, key: str, text: str) -> None:
         """Record, then send; `key` names the message, so sending it again sends nothing."""
@@ -121,9 +156,22 @@ def build_session_hooks(
         now=now,
         waiting=waiting,
     )
+
+    async def run_turn(request: TurnRequest, journal: ToolCallJournal) -> TurnResult:
+        if request.handoff and desk is not None:
+            # The flag was set (admin, echo, operator) while the session held an older state
+            # and had already queued these messages for a turn: no bot turn, they go to the
+            # person in charge as handed-off messages do (and are committed with the turn).
+            if await desk.is_operator(request.chat):
+                await desk.relay(request.chat, request.inputs)
+            else:
+                await desk.forward(request.chat, request.inputs)
+            return TurnResult(agent=request.agent, outcome=TurnOutcome.HANDOFF)
+        return await runner(request, journal)
+
     return SessionHooks(
-        load_state=StateLoader(store, session_config),
-        run_turn=runner,
+        load_state=StateLoader(store, session_config, desk),
+        run_turn=run_turn,
         commit_turn=committer.commit,
         ack=ack,
         on_status=on_status,

@@ -10,27 +10,51 @@ import asyncio
 import dataclasses
 import logging
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
 
 from whatsray.agents.config import AgentsConfig
-from whatsray.inbox import Inbox
+from whatsray.inbox import Inbox, partition_for
 from whatsray.pipeline.consumer import PartitionConsumer
+from whatsray.pipeline.handoff import HandoffDesk, HandoffStorePort
 from whatsray.pipeline.hooks import build_session_hooks
 from whatsray.pipeline.ports import AgentsPort, OutboxPort, RouterPort, StorePort
 from whatsray.pipeline.waiting import WaitingNotice
 from whatsray.session import SessionConfig, SessionRegistry
+from whatsray.whatsapp.events import ChatKey
 
 log = logging.getLogger(__name__)
 
+# Tells the session host owning `chat` (another partition's) to drop its cached state.
+InvalidateElsewhere = Callable[[ChatKey], Awaitable[None]]
+
+
+class HostStorePort(StorePort, HandoffStorePort, Protocol):
+    """What a host needs of the store: the turn pipeline's and the handoff desk's methods."""
+
+    async def update_chat(
+        self,
+        chat: ChatKey | str,
+        *,
+        last_inbound_at: float | None = ...,
+        handoff: bool = ...,
+    ) -> None: ...
+
 
 class SessionHostCore:
+    """One partition's consumer, sessions and handoff desk.
+
+    `partitions` and `invalidate_elsewhere` let a handoff change made here (an operator's
+    `/release` of a chat in another partition) reach the session host that holds that chat; with
+    `partitions=None` every chat counts as this host's. `operator_number` and
+    `handoff_release_after_s` (None: never) configure the desk (docs/handoff.md)."""
+
     def __init__(
         self,
         partition: int,
         *,
         inbox: Inbox,
-        store: StorePort,
+        store: HostStorePort,
         router: RouterPort,
         agents: AgentsPort,
         outbox_for: Callable[[str], OutboxPort],
@@ -39,11 +63,25 @@ class SessionHostCore:
         sweep_every_s: float = 60.0,
         consumer_options: dict[str, Any] | None = None,
         now: Callable[[], float] = time.time,
+        operator_number: str | None = None,
+        handoff_release_after_s: float | None = None,
+        partitions: int | None = None,
+        invalidate_elsewhere: InvalidateElsewhere | None = None,
     ) -> None:
         self.partition = partition
         self._inbox = inbox
         self._sweep_every_s = sweep_every_s
+        self._partitions = partitions
+        self._invalidate_elsewhere = invalidate_elsewhere
         config = session_config or SessionConfig()
+        self.desk = HandoffDesk(
+            store,
+            outbox_for,
+            operator_number=operator_number,
+            changed=self._chat_changed,
+            now=now,
+            release_after_s=handoff_release_after_s,
+        )
 
         async def ack(tokens: tuple[str, ...]) -> None:
             await inbox.ack(partition, tokens)
@@ -59,6 +97,7 @@ class SessionHostCore:
             session_config=config,
             now=now,
             waiting=self.waiting,
+            desk=self.desk,
         )
         self.registry = SessionRegistry(hooks, config, now=now)
         self._consumer_options = consumer_options or {}
@@ -98,7 +137,41 @@ class SessionHostCore:
             "skipped": consumer.skipped if consumer else 0,
             **dataclasses.asdict(self.registry.stats()),
             **dataclasses.asdict(self.waiting.stats),
+            "handoff_forwarded": self.desk.forwarded,
+            "handoff_relayed": self.desk.relayed,
+            "handoff_released": self.desk.released,
         }
+
+    # -- handoff ---------------------------------------------------------------------------------
+
+    def owns(self, chat: ChatKey) -> bool:
+        """Whether this host's partition holds `chat`."""
+        return self._partitions is None or partition_for(chat, self._partitions) == self.partition
+
+    def invalidate(self, chat: ChatKey | str) -> None:
+        """The store changed `chat` behind its session: reload before its next turn."""
+        self.registry.invalidate(chat)
+
+    async def set_handoff(self, chat: ChatKey | str, on: bool) -> None:
+        """Hand `chat` to a person (or back to the bot): the store's flag, then its session.
+        Call it on the host that owns the chat (`owns`); the admin API's route does."""
+        key = chat if isinstance(chat, ChatKey) else ChatKey.parse(chat)
+        await self.desk.set_handoff(key, on)
+
+    async def release_idle_handoffs(self) -> list[ChatKey]:
+        """Release this partition's chats in handoff with no message for the configured time."""
+        released = await self.desk.release_idle(self.owns)
+        if released:
+            log.info("partition %d: released %d idle handoff(s)", self.partition, len(released))
+        return released
+
+    async def _chat_changed(self, chat: ChatKey) -> None:
+        if self.owns(chat):
+            self.registry.invalidate(chat)
+        elif self._invalidate_elsewhere is not None:
+            await self._invalidate_elsewhere(chat)
+        else:
+            log.warning("chat %s changed, but its session host cannot be told", chat)
 
     async def _sweep_forever(self) -> None:
         while True:
@@ -106,3 +179,7 @@ class SessionHostCore:
             passivated = await self.registry.sweep()
             if passivated:
                 log.info("partition %d: passivated %d idle session(s)", self.partition, passivated)
+            try:
+                await self.release_idle_handoffs()
+            except Exception:  # the next sweep tries again; sessions must go on being swept
+                log.exception("partition %d: releasing idle handoffs failed", self.partition)

@@ -17,6 +17,7 @@ from whatsray.agents.config import AgentsConfig
 from whatsray.agents.router import RouteRequest
 from whatsray.pipeline.ports import AgentsPort, OutboxPort, RouterPort
 from whatsray.pipeline.waiting import WaitingNotice
+from whatsray.session.scheduled import opens_window
 from whatsray.session.turns import (
     ToolCallJournal,
     TurnOutcome,
@@ -57,8 +58,11 @@ class TurnRunner:
     async def __call__(self, request: TurnRequest, journal: ToolCallJournal) -> TurnResult:
         await self._acknowledge_to_user(request)
         # The inputs are stored with the turn; the window they open counts from now, for what
-        # the turn's tools and the "one moment" notice send before that.
-        await self._open_window(request.chat, max(_sent_at(e, self._now()) for e in request.inputs))
+        # the turn's tools and the "one moment" notice send before that. A scheduled input is
+        # not the user writing: it opens nothing (a reminder alone stays outside the window).
+        written = [_sent_at(e, self._now()) for e in request.inputs if opens_window(e)]
+        if written:
+            await self._open_window(request.chat, max(written))
         last_at = request.history[-1].at if request.history else None
         decision = await self._router.route(
             RouteRequest.from_events(
@@ -81,6 +85,7 @@ class TurnRunner:
                     request.inputs,
                     request.history,
                     earlier_tool_calls=request.interrupted_tool_calls,
+                    last_inbound_at=request.last_inbound_at,
                 ),
                 journal,
             )

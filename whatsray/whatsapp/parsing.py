@@ -45,12 +45,13 @@ from whatsray.whatsapp.json_values import (
 
 log = logging.getLogger(__name__)
 
-__all__ = ["parse_webhook"]
+__all__ = ["ECHOES_FIELD", "parse_webhook"]
 
 _KNOWN_STATUSES: dict[str, StatusValue] = {
     s.value: s for s in StatusValue if s is not StatusValue.UNKNOWN
 }
 _MESSAGES_FIELD = "messages"
+ECHOES_FIELD = "smb_message_echoes"
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
@@ -172,6 +173,10 @@ def _parse_change(waba_id: str | None, change: dict[str, Any]) -> list[Event]:
         if events is not None:
             return events
         log.warning("messages change with no messages, statuses or errors: kept raw")
+    elif field == ECHOES_FIELD and isinstance(value, dict):
+        echoes = _echo_events(shared, value)
+        if echoes:
+            return echoes
     elif field is None:
         log.warning("webhook change has no field name: kept raw")
     return [_other_event(shared, value)]
@@ -304,6 +309,31 @@ def _error_event(
         error=_error(error),
         raw=error,
     )
+
+
+def _echo_events(change: _Change, value: dict[str, Any]) -> list[Event]:
+    """`smb_message_echoes`: messages the business sent from the WhatsApp Business app. One
+    event per echo, in the chat of its recipient (so the chat's session sees it in order), keyed
+    on its wamid; `raw` is the change's value with only that echo in `message_echoes`."""
+    events: list[Event] = []
+    for echo in dicts(value.get("message_echoes")):
+        to = as_id(echo.get("to_user_id")) or as_id(echo.get("to"))
+        wamid = as_id(echo.get("id"))
+        single = {**value, "message_echoes": [echo]}
+        key = f"echo:{wamid}" if wamid else "other:" + content_digest(change.waba_id, single)
+        events.append(
+            OtherEvent(
+                idempotency_key=key,
+                chat=change.chat(to),
+                waba_id=change.waba_id,
+                phone_number_id=change.phone_number_id,
+                display_phone_number=change.display_phone_number,
+                timestamp=as_timestamp(echo.get("timestamp")),
+                field=change.field,
+                raw=single,
+            )
+        )
+    return events
 
 
 def _other_event(change: _Change, value: Any) -> OtherEvent:
