@@ -20,6 +20,7 @@ from whatsray.agents.knowledge import KnowledgeBase, KnowledgeMatch
 from whatsray.agents.replies import split_reply
 from whatsray.agents.tool_loop import LoopResult, ToolLoop, earlier_call_messages
 from whatsray.llm import ChatEngine, ChatMessage, Usage
+from whatsray.outbox.window import describe_window
 from whatsray.session.turns import ToolCall, ToolCallJournal
 from whatsray.tools import (
     BUILTIN_TOOLS,
@@ -69,13 +70,16 @@ class AgentTurnRequest:
     """`inputs`: the turn's new user messages, oldest first (several when coalesced).
     `history`: earlier messages, oldest first; the agent keeps only its window of them.
     `earlier_tool_calls`: what interrupted attempts of this turn ran (each with its result,
-    `cancelled` where it was stopped): the model is shown them, so it does not repeat a send."""
+    `cancelled` where it was stopped): the model is shown them, so it does not repeat a send.
+    `last_inbound_at`: when the user last wrote (unix s): the prompt says how much of the 24-hour
+    window is left (None: unknown, nothing is said)."""
 
     turn_id: str
     chat: str
     inputs: tuple[str, ...]
     history: tuple[HistoryLike, ...] = ()
     earlier_tool_calls: tuple[ToolCall, ...] = ()
+    last_inbound_at: float | None = None
 
     @classmethod
     def from_events(
@@ -85,9 +89,12 @@ class AgentTurnRequest:
         events: Iterable[MessageEvent],
         history: Iterable[HistoryLike] = (),
         earlier_tool_calls: Iterable[ToolCall] = (),
+        last_inbound_at: float | None = None,
     ) -> AgentTurnRequest:
         inputs = tuple(input_text(e) for e in events)
-        return cls(turn_id, chat, inputs, tuple(history), tuple(earlier_tool_calls))
+        return cls(
+            turn_id, chat, inputs, tuple(history), tuple(earlier_tool_calls), last_inbound_at
+        )
 
 
 class AgentOutcome(StrEnum):
@@ -210,8 +217,11 @@ class Agent:
     def build_messages(
         self, request: AgentTurnRequest, knowledge: Sequence[KnowledgeMatch] = ()
     ) -> list[ChatMessage]:
-        """System prompt (+ FAQ entries), the history window, then each input as a user message."""
+        """System prompt (+ the 24-hour window left, + FAQ entries), the history window, then each
+        input as a user message."""
         system = self.spec.system_prompt
+        if request.last_inbound_at is not None:
+            system = f"{system}\n\n{describe_window(request.last_inbound_at, self._now())}"
         if knowledge:
             entries = "\n\n".join(m.entry.as_context() for m in knowledge)
             system = f"{system}\n\n{_KNOWLEDGE_INSTRUCTIONS}\n\n{entries}"

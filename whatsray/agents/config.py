@@ -188,6 +188,9 @@ class AgentSpec(_Strict):
     max_tool_steps: int = Field(4, ge=1, le=20)
     turn_timeout_s: float = Field(120.0, gt=0)
     tool_timeout_s: float = Field(10.0, gt=0)
+    # `required`: the first model round must call one of the agent's tools (engines with
+    # constrained decoding, vLLM, then always produce a valid call); later rounds are `auto`.
+    first_tool_choice: Literal["auto", "required"] = "auto"
     double_texting: DoubleTextingSpec = DoubleTextingSpec()
     routing: RoutingRules = RoutingRules()
     tools: tuple[str, ...] = ()  # names from the tool registry, offered to the model in order

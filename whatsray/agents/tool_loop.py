@@ -10,6 +10,12 @@ is called one last time without tools (`tool_choice="none"`) for a plain reply.
 Every call is reported to the session's `ToolCallJournal` (`started` before it runs, `finished`
 after), so a turn cancelled in the middle still has every started call in the journal, and the
 session gives it the result `cancelled`. See docs/tools.md.
+
+Two additions for the scheduling tools: an agent with a `clock` tool (the reminder tools) gets the
+current date and time in the default zone appended to its system prompt, so that "tomorrow at 9"
+can be resolved; and a turn whose last message is exactly a tool's slash command (`/subscribe`)
+runs that tool without the model and answers its `command_reply`. `first_tool_choice: required`
+makes the first model round call a tool (constrained decoding on engines that support it).
 """
 
 from __future__ import annotations
@@ -25,7 +31,15 @@ from whatsray.agents.config import AgentSpec
 from whatsray.llm import ChatEngine, ChatMessage, ChatReply, LLMError, LLMTimeout, ToolSpec, Usage
 from whatsray.llm import ToolCall as ModelToolCall
 from whatsray.session.turns import CANCELLED, ToolCall, ToolCallJournal, ToolCallStatus
-from whatsray.tools import ToolContext, ToolOutcome, ToolRegistry, error_result, run_tool_call
+from whatsray.tools import (
+    Tool,
+    ToolContext,
+    ToolOutcome,
+    ToolRegistry,
+    clock_note,
+    error_result,
+    run_tool_call,
+)
 
 __all__ = ["LoopResult", "ToolLoop", "earlier_call_messages"]
 
@@ -127,6 +141,12 @@ class ToolLoop:
         deadline = started + spec.turn_timeout_s
         steps = 0
         try:
+            if offer:
+                command = self._command(messages)
+                if command is not None:
+                    await self._run_command(command, deadline)
+                    return result
+                self._add_clock(messages)
             while True:
                 # Budget-limited only while tools are offered: the closing call gets timeout_s.
                 timeout = spec.timeout_s
@@ -135,8 +155,9 @@ class ToolLoop:
                     if left <= 0:
                         offer, result.stopped = False, STOP_TIME
                     timeout = min(timeout, left) if offer else timeout
+                required = offer and steps == 0 and spec.first_tool_choice == "required"
                 try:
-                    reply = await self._chat(messages, specs, offer, timeout)
+                    reply = await self._chat(messages, specs, offer, timeout, required=required)
                 except Exception as exc:
                     if offer and timeout < spec.timeout_s and _is_timeout(exc):
                         offer, result.stopped = False, STOP_TIME  # the budget, not the engine
@@ -158,6 +179,32 @@ class ToolLoop:
             if self.context is not None:
                 result.handoff_reason = self.context.effects.handoff_reason
 
+    def _command(self, messages: Sequence[ChatMessage]) -> Tool | None:
+        """The agent's tool whose slash command the turn's last message is, if any."""
+        if not messages or messages[-1].role != "user":
+            return None
+        return self.registry.command_tool(self.spec.tools, messages[-1].content)
+
+    async def _run_command(self, tool: Tool, deadline: float) -> None:
+        """A slash command: its tool runs with no arguments, without the model; the user gets
+        the tool's `command_reply`, or what went wrong."""
+        [call] = self._unique([ModelToolCall(id="command", name=tool.name, arguments_json="{}")])
+        outcome = await self._run_call(call, 0, deadline)
+        if outcome.ok:
+            self.result.text = tool.command_reply
+        else:
+            self.result.text = f"Sorry, that did not work: {_error_of(outcome.result)}"
+
+    def _add_clock(self, messages: list[ChatMessage]) -> None:
+        """Today's date and time in the default zone, for agents with clock tools."""
+        if self.context is None or not any(self.registry[n].clock for n in self.spec.tools):
+            return
+        note = clock_note(self.context.now(), self.context.services.default_timezone)
+        if messages and messages[0].role == "system":
+            messages[0] = ChatMessage.system(f"{messages[0].content}\n\n{note}")
+        else:
+            messages.insert(0, ChatMessage.system(note))
+
     def _keep_offering(self, steps: int, deadline: float) -> tuple[bool, str | None]:
         if self.context is not None and self.context.effects.handoff:
             return False, STOP_HANDOFF  # the chat is a person's now: just say so
@@ -170,7 +217,13 @@ class ToolLoop:
         return True, None
 
     async def _chat(
-        self, messages: list[ChatMessage], specs: tuple[ToolSpec, ...], offer: bool, limit_s: float
+        self,
+        messages: list[ChatMessage],
+        specs: tuple[ToolSpec, ...],
+        offer: bool,
+        limit_s: float,
+        *,
+        required: bool = False,
     ) -> ChatReply:
         spec, result = self.spec, self.result
         result.engine_calls += 1
@@ -182,6 +235,15 @@ class ToolLoop:
                     temperature=spec.temperature,
                     tools=None,
                     tool_choice="none",
+                    timeout_s=limit_s,
+                )
+            elif required:  # `first_tool_choice: required`: the reply must call a tool
+                reply = await self.engine.chat(
+                    messages,
+                    max_tokens=spec.max_tokens,
+                    temperature=spec.temperature,
+                    tools=specs,
+                    tool_choice="required",
                     timeout_s=limit_s,
                 )
             else:  # no tool_choice: engines (and fakes) that predate it still work

@@ -28,7 +28,18 @@ from whatsray.tools.builtin import (
 from whatsray.tools.execution import ToolOutcome, error_result, output_text, run_tool_call
 from whatsray.tools.outbound import recipient, text_item
 from whatsray.tools.registry import BUILTIN_TOOLS, ToolRegistry
+from whatsray.tools.scheduling import (
+    CANCEL_REMINDER,
+    LIST_REMINDERS,
+    SCHEDULE_REMINDER,
+    SUBSCRIBE_GREETINGS,
+    UNSUBSCRIBE_GREETINGS,
+    UPDATE_REMINDER,
+    clock_note,
+    reminder_job_id,
+)
 from whatsray.tools.services import (
+    OptInStore,
     PlatformToolServices,
     ToolOutbox,
     ToolStore,
@@ -37,13 +48,20 @@ from whatsray.tools.services import (
 
 __all__ = [
     "BUILTIN_TOOLS",
+    "CANCEL_REMINDER",
     "GET_MESSAGES",
     "HANDOFF_TO_HUMAN",
+    "LIST_REMINDERS",
     "MESSAGE_ANY_CHAT",
     "READ_ANY_CHAT",
     "READ_CONTACTS",
+    "SCHEDULE_REMINDER",
     "SEARCH_CONTACTS",
     "SEND_MESSAGE",
+    "SUBSCRIBE_GREETINGS",
+    "UNSUBSCRIBE_GREETINGS",
+    "UPDATE_REMINDER",
+    "OptInStore",
     "PlatformToolServices",
     "Tool",
     "ToolArguments",
@@ -59,10 +77,12 @@ __all__ = [
     "ToolStore",
     "TurnEffects",
     "UnavailableToolServices",
+    "clock_note",
     "error_result",
     "handoff_notice",
     "output_text",
     "recipient",
+    "reminder_job_id",
     "resolve_chat",
     "run_tool_call",
     "text_item",

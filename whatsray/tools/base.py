@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict
 
 from whatsray.llm.protocol import ToolSpec
 from whatsray.outbox.ledger import OutboundItem
+from whatsray.scheduling.ports import JobsPort
 from whatsray.store.records import Contact, MessageRecord
 from whatsray.whatsapp.events import ChatKey
 
@@ -81,6 +82,20 @@ class ToolServices(Protocol):
 
     async def send(self, item: OutboundItem) -> bool: ...
 
+    @property
+    def jobs(self) -> JobsPort | None:
+        """The scheduler, for the reminder tools (None: reminders are not available here)."""
+        ...
+
+    @property
+    def default_timezone(self) -> str:
+        """The zone of reminders that name none (`WHATSRAY_DEFAULT_TIMEZONE`)."""
+        ...
+
+    async def set_opt_in(self, chat: ChatKey, opted_in: bool) -> bool:
+        """Opt the chat's contact in or out of greetings; True when it changed."""
+        ...
+
 
 @dataclass(slots=True)
 class TurnEffects:
@@ -89,6 +104,7 @@ class TurnEffects:
 
     handoff_reason: str | None = None
     sends: int = 0  # outbound messages the tools of this turn produced, for their ids
+    reminders: int = 0  # reminders the tools of this turn created, for their job ids
 
     @property
     def handoff(self) -> bool:
@@ -150,6 +166,13 @@ class Tool:
     function: ToolFunction
     permissions: frozenset[str] = frozenset()
     extra_permissions: frozenset[str] = frozenset()
+    # `clock`: the model needs today's date and time to use this tool (the loop adds them to the
+    # system prompt, docs/tools.md). `command`: a slash command (`/subscribe`) that runs the tool
+    # with no arguments and without the model when it is the turn's last message; the user then
+    # gets `command_reply`, or the tool's error.
+    clock: bool = False
+    command: str | None = None
+    command_reply: str | None = None
 
     def __post_init__(self) -> None:
         if not _TOOL_NAME.match(self.name):
@@ -158,6 +181,11 @@ class Tool:
             raise ValueError(f"tool {self.name!r} needs a description: the model reads it")
         object.__setattr__(self, "permissions", frozenset(self.permissions))
         object.__setattr__(self, "extra_permissions", frozenset(self.extra_permissions))
+        if self.command is not None:
+            if not re.match(r"^/[a-z][a-z0-9_-]{0,31}$", self.command):
+                raise ValueError(f"tool {self.name!r}: command {self.command!r} is not /lowercase")
+            if not self.command_reply:
+                raise ValueError(f"tool {self.name!r}: a command needs a command_reply")
 
     def spec(self) -> ToolSpec:
         """What the model is shown: name, description, JSON schema of the arguments."""

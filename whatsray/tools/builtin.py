@@ -208,6 +208,7 @@ async def handoff_to_human(args: HandoffArgs, ctx: ToolContext) -> dict[str, Any
             turn_id=ctx.turn_id,
             part=0,
             created_at=ctx.now(),
+            purpose="handoff_notice",  # the operator's window is often closed: a template
         )
         await ctx.services.send(item)
     except Exception as exc:  # the chat is handed over either way

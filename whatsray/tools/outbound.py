@@ -20,9 +20,17 @@ def recipient(chat: ChatKey) -> str:
 
 
 def text_item(
-    chat: ChatKey, outbound_id: str, text: str, *, turn_id: str, part: int, created_at: float
+    chat: ChatKey,
+    outbound_id: str,
+    text: str,
+    *,
+    turn_id: str,
+    part: int,
+    created_at: float,
+    purpose: str | None = None,
 ) -> OutboundItem:
-    """A text message to `chat` as a ledger item (raises `ValueError` for an invalid text)."""
+    """A text message to `chat` as a ledger item (raises `ValueError` for an invalid text).
+    `purpose` picks the template sent instead outside the 24-hour window (None: a reply)."""
     to = recipient(chat)
     return OutboundItem(
         outbound_id=outbound_id,
@@ -33,4 +41,5 @@ def text_item(
         turn_id=turn_id,
         part=part,
         created_at=created_at,
+        purpose=purpose,
     )

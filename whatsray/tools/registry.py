@@ -8,6 +8,14 @@ from collections.abc import Collection, Iterable, Iterator
 from whatsray.llm.protocol import ToolSpec
 from whatsray.tools.base import Tool
 from whatsray.tools.builtin import GET_MESSAGES, HANDOFF_TO_HUMAN, SEARCH_CONTACTS, SEND_MESSAGE
+from whatsray.tools.scheduling import (
+    CANCEL_REMINDER,
+    LIST_REMINDERS,
+    SCHEDULE_REMINDER,
+    SUBSCRIBE_GREETINGS,
+    UNSUBSCRIBE_GREETINGS,
+    UPDATE_REMINDER,
+)
 
 __all__ = ["BUILTIN_TOOLS", "ToolRegistry"]
 
@@ -31,6 +39,15 @@ class ToolRegistry:
     @property
     def names(self) -> tuple[str, ...]:
         return tuple(self._tools)
+
+    def command_tool(self, names: Collection[str], text: str) -> Tool | None:
+        """The tool among `names` whose slash command `text` is (exactly, any case), if any."""
+        command = text.strip().lower()
+        for name in names:
+            tool = self._tools.get(name)
+            if tool is not None and tool.command == command:
+                return tool
+        return None
 
     @property
     def known_permissions(self) -> frozenset[str]:
@@ -63,4 +80,17 @@ class ToolRegistry:
         return tuple(self[name].spec() for name in names)
 
 
-BUILTIN_TOOLS = ToolRegistry([SEND_MESSAGE, GET_MESSAGES, SEARCH_CONTACTS, HANDOFF_TO_HUMAN])
+BUILTIN_TOOLS = ToolRegistry(
+    [
+        SEND_MESSAGE,
+        GET_MESSAGES,
+        SEARCH_CONTACTS,
+        HANDOFF_TO_HUMAN,
+        SCHEDULE_REMINDER,
+        LIST_REMINDERS,
+        UPDATE_REMINDER,
+        CANCEL_REMINDER,
+        SUBSCRIBE_GREETINGS,
+        UNSUBSCRIBE_GREETINGS,
+    ]
+)

@@ -14,11 +14,13 @@ from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from whatsray.outbox.ledger import OutboundItem
+from whatsray.scheduling.ports import JobsPort
 from whatsray.store.records import Contact, MessageRecord
 from whatsray.tools.base import ToolError
 from whatsray.whatsapp.events import ChatKey
 
 __all__ = [
+    "OptInStore",
     "PlatformToolServices",
     "ToolOutbox",
     "ToolStore",
@@ -40,6 +42,12 @@ class ToolStore(Protocol):
     async def record_outbound(self, item: OutboundItem) -> bool: ...
 
 
+class OptInStore(Protocol):
+    """The store's opt-in method (migration 5; `whatsray.store.Store` has it)."""
+
+    async def set_opt_in(self, chat: ChatKey | str, opted_in: bool) -> bool: ...
+
+
 class ToolOutbox(Protocol):
     async def dispatch(self, items: Sequence[OutboundItem]) -> None: ...
 
@@ -51,14 +59,35 @@ class PlatformToolServices:
         outbox_for: Callable[[str], ToolOutbox],
         *,
         operator_number: str | None = None,
+        jobs: JobsPort | None = None,
+        default_timezone: str = "UTC",
+        opt_in: OptInStore | None = None,
     ) -> None:
+        """`jobs`: the scheduler (the reminder tools; None: not available). `opt_in`: where
+        contacts' opt-in is kept (usually the same store; None: not available)."""
         self._store = store
         self._outbox_for = outbox_for
         self._operator_number = operator_number
+        self._jobs = jobs
+        self._default_timezone = default_timezone
+        self._opt_in = opt_in
 
     @property
     def operator_number(self) -> str | None:
         return self._operator_number
+
+    @property
+    def jobs(self) -> JobsPort | None:
+        return self._jobs
+
+    @property
+    def default_timezone(self) -> str:
+        return self._default_timezone
+
+    async def set_opt_in(self, chat: ChatKey, opted_in: bool) -> bool:
+        if self._opt_in is None:
+            raise ToolError("subscriptions are not available here")
+        return await self._opt_in.set_opt_in(chat, opted_in)
 
     async def get_messages(
         self, chat: ChatKey, limit: int, before: int | None = None
@@ -89,6 +118,8 @@ class UnavailableToolServices:
     """No platform behind the agent: tools that need one return an error to the model."""
 
     operator_number: str | None = None
+    jobs: JobsPort | None = None
+    default_timezone: str = "UTC"
 
     async def get_messages(
         self, chat: ChatKey, limit: int, before: int | None = None
@@ -100,3 +131,6 @@ class UnavailableToolServices:
 
     async def send(self, item: OutboundItem) -> bool:
         raise ToolError("sending messages is not available here")
+
+    async def set_opt_in(self, chat: ChatKey, opted_in: bool) -> bool:
+        raise ToolError("subscriptions are not available here")
