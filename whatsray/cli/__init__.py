@@ -11,6 +11,7 @@ from whatsray import __version__
 from whatsray.cli.chat import add_chat_commands
 from whatsray.cli.emulator import add_emulator_commands
 from whatsray.cli.local import add_local_commands
+from whatsray.cli.mcp import add_mcp_commands
 from whatsray.cli.model import add_model_commands
 from whatsray.cli.settings import add_settings_commands
 from whatsray.cli.webhook import add_webhook_commands
@@ -27,6 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_webhook_commands(subparsers)
     add_settings_commands(subparsers)
     add_model_commands(subparsers)
+    add_mcp_commands(subparsers)
     return parser
 
 

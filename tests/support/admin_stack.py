@@ -1,0 +1,158 @@
+"""The admin API's deployment for integration tests: the admin router in a FastAPI app over a real
+DuckDB `Store`, a real `Outbox` and the in-process emulator, whose signed webhooks (inbound
+messages, statuses) reach the store and the outbox through the real webhook receiver. One clock
+(the emulator's) for all, so a test moves time past the 24-hour window for everything at once.
+
+Shared by tests/integration/test_admin_api.py (through `httpx.ASGITransport`) and the MCP tests
+(the same app served on loopback).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+from fastapi import FastAPI
+
+from whatsray.admin import create_admin_router
+from whatsray.outbox import OutboundRecord, Outbox, RetryPolicy
+from whatsray.store import Store
+from whatsray.whatsapp.emulator import (
+    DEFAULT_PHONE_NUMBER_ID,
+    EmulatorConfig,
+    StatusDelays,
+    create_emulator_app,
+)
+from whatsray.whatsapp.emulator.clock import SystemClock
+from whatsray.whatsapp.emulator.core import Emulator
+from whatsray.whatsapp.events import Event, MessageEvent, StatusEvent
+from whatsray.whatsapp.graph_client import GraphClient
+from whatsray.whatsapp.webhook_receiver import create_webhook_receiver
+
+SECRET, GRAPH_TOKEN, ADMIN_TOKEN = "admin-app-secret", "admin-graph-token", "admin-test-token"
+PNID = DEFAULT_PHONE_NUMBER_ID
+AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+DAY = 24 * 3600
+
+
+@dataclass
+class Admin:
+    api: httpx.AsyncClient  # authenticated
+    anon: httpx.AsyncClient  # no Authorization header
+    app: FastAPI
+    store: Store
+    outbox: Outbox
+    emulator: Emulator
+    control: httpx.AsyncClient  # the emulator's control API
+    clock: SystemClock
+
+    async def user_says(self, user: str, text: str = "hi", **extra: Any) -> str:
+        """A user writes (opening the window); returns once the store has the message."""
+        sender = {"user_id": user} if user.startswith("US.") else {"from": user}
+        body = {**sender, "message": {"type": "text", "text": text}, **extra}
+        response = await self.control.post("/emulator/inbound", json=body)
+        assert response.status_code == 200, response.text
+        wamid: str = response.json()["wamid"]
+        assert await self.store.get_message(wamid) is not None  # the webhook's 200 = stored
+        return wamid
+
+    async def settled(self, outbound_id: str, within_s: float = 10.0) -> OutboundRecord:
+        """The record once the outbox is done with it (no longer pending)."""
+        deadline = time.monotonic() + within_s
+        while True:
+            record = await self.store.get_outbound(outbound_id)
+            if record is not None and record.status != "pending":
+                return record
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{outbound_id} still pending: {record}")
+            await asyncio.sleep(0.02)
+
+    def accepted_texts(self, to: str) -> list[str]:
+        """What the emulator accepted for this user (phone in any format, or BSUID)."""
+        return [
+            r.body["text"]["body"]
+            for r in self.emulator.outbound(to=to)
+            if r.outcome == "accepted" and r.body.get("type") == "text"
+        ]
+
+    async def send(self, to: str, text: str, **extra: Any) -> httpx.Response:
+        return await self.api.post("/api/send-message", json={"to": to, "text": text, **extra})
+
+
+@asynccontextmanager
+async def admin_stack(tmp_path: Path) -> AsyncIterator[Admin]:
+    """The whole deployment, torn down on exit (statuses still in flight go nowhere)."""
+    clock = SystemClock()
+    outboxes: list[Outbox] = []
+
+    async def on_events(events: list[Event]) -> None:
+        for event in events:
+            if isinstance(event, MessageEvent):
+                await store.record_inbound(event)
+            elif isinstance(event, StatusEvent) and outboxes:
+                await outboxes[0].apply_status(event)
+
+    async with Store(tmp_path / "admin.duckdb", now=clock.now) as store:
+        receiver = create_webhook_receiver(app_secret=SECRET, verify_token="v", on_events=on_events)
+        to_bot = httpx.AsyncClient(transport=httpx.ASGITransport(receiver), base_url="http://bot")
+        config = EmulatorConfig(
+            app_secret=SECRET,
+            access_token=GRAPH_TOKEN,
+            webhook_url="http://bot/webhook",
+            status_delays=StatusDelays(sent=0.0, delivered=0.01, read=0.02),
+        )
+        emulator_app = create_emulator_app(config, clock=clock, http=to_bot)
+        emulator: Emulator = emulator_app.state.emulator
+        async with (
+            to_bot,
+            emulator,
+            httpx.AsyncClient(
+                transport=httpx.ASGITransport(emulator_app), base_url="http://emulator"
+            ) as control,
+        ):
+
+            async def window(chat: str) -> float | None:
+                record = await store.get_chat(chat)
+                return record.last_inbound_at if record else None
+
+            graph = GraphClient(control, GRAPH_TOKEN, PNID, base_url="http://emulator")
+            outbox = Outbox(
+                PNID,
+                graph,
+                store,
+                retry=RetryPolicy(max_attempts=2, base_s=0.01, max_delay_s=0.02),
+                now=clock.now,
+                window_lookup=window,
+                ambiguous_grace_s=0.2,
+                grace_poll_s=0.02,
+            )
+            outboxes.append(outbox)
+            app = FastAPI()
+            app.include_router(
+                create_admin_router(
+                    admin_token=ADMIN_TOKEN,
+                    store=store,
+                    outbox_for={PNID: outbox}.__getitem__,
+                    phone_number_ids=[PNID],
+                    now=clock.now,
+                )
+            )
+            transport = httpx.ASGITransport(app)
+            async with (
+                outbox,
+                httpx.AsyncClient(
+                    transport=transport, base_url="http://admin", headers=AUTH
+                ) as api,
+                httpx.AsyncClient(transport=transport, base_url="http://admin") as anon,
+            ):
+                try:
+                    yield Admin(api, anon, app, store, outbox, emulator, control, clock)
+                finally:
+                    outboxes.clear()  # statuses still in flight go nowhere
+                    await emulator.settle(max_wait=5)
