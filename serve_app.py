@@ -20,8 +20,10 @@ from actors.ingress import Ingress
 from actors.llm_deployment import build_llm_app
 from actors.local_services import LocalServices
 from actors.outbox import OutboxActor
+from actors.scheduler import SchedulerActor
 from actors.session_host import SessionHost
 from actors.store import StoreActor
+from whatsray.scheduling import load_jobs_file
 from whatsray.settings import Settings, load_settings, resolve_local_secrets
 from whatsray.whatsapp.emulator import DEFAULT_PHONE_NUMBER_ID, EmulatorConfig
 
@@ -65,6 +67,8 @@ class Platform:
         bound deployments of `build_app` into handles before the ingress calls this)."""
         s = self.settings
         llm = dict(llm or {})
+        # The jobs file is checked before any actor starts: a bad file stops the start whole.
+        config_jobs = load_jobs_file(s.jobs_file, default_timezone=s.default_timezone)
         local = s.mode == "local"
         graph_url, redis_url, emulator_url = s.graph_api_base_url, s.redis_url, None
         if local:
@@ -97,12 +101,27 @@ class Platform:
                 graph_api_base_url=graph_url,
                 graph_api_version=s.graph_api_version,
                 throughput_mps=s.throughput_mps,
+                templates_file=str(s.templates_file) if s.templates_file else None,
             )
             for pnid in self.phone_number_ids
         }
+        # Reminders go to the chats' inbox partitions; system jobs use the store and outboxes.
+        scheduler = self._actor(
+            SchedulerActor,
+            "scheduler",
+            redis_url=redis_url,
+            partitions=s.partitions,
+            store=store,
+            outboxes=outboxes,
+            default_timezone=s.default_timezone,
+            system_jobs=s.system_jobs,
+            sweep_every_s=s.scheduler_sweep_s,
+            config_jobs=config_jobs,
+        )
         agents_file, override = str(s.agents_file), s.engine_override
         router = self._actor(RouterActor, "router", agents_file, override, llm=llm)
-        # Workers reach the store and the outboxes through their tools (docs/tools.md).
+        # Workers reach the store, the outboxes and the scheduler through their tools
+        # (docs/tools.md); the default zone resolves the times of reminders.
         workers = {
             name: [
                 self._actor(
@@ -115,6 +134,8 @@ class Platform:
                     outboxes=outboxes,
                     operator_number=s.operator_number,
                     llm=llm,
+                    scheduler=scheduler,
+                    default_timezone=s.default_timezone,
                 )
                 for i in range(s.agent_pool_size)
             ]
@@ -134,6 +155,8 @@ class Platform:
                 agents_file=agents_file,
                 engine_override=override,
                 idle_timeout_s=s.session_idle_timeout_s,
+                operator_number=s.operator_number,
+                handoff_release_after_s=s.handoff_release_after_s,
             )
             for p in range(s.partitions)
         ]
@@ -150,6 +173,7 @@ class Platform:
             "router": router,
             "agent_workers": workers,
             "session_hosts": hosts,
+            "scheduler": scheduler,
             "llm": llm,
         }
 
@@ -161,6 +185,10 @@ def build_app(settings: Settings | None = None) -> Any:
         update={
             "data_dir": settings.data_dir.resolve(),
             "agents_file": settings.agents_file.resolve(),
+            "jobs_file": settings.jobs_file.resolve() if settings.jobs_file else None,
+            "templates_file": (
+                settings.templates_file.resolve() if settings.templates_file else None
+            ),
         }
     )
     settings.data_dir.mkdir(parents=True, exist_ok=True)

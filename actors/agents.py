@@ -1,8 +1,10 @@
 """The Router actor and the agent workers (a pool per agent).
 
 Both build their engines from `agents.yaml` inside the actor, so a llama.cpp model is loaded by the
-process that uses it. Workers also get the Store and Outbox actor handles and the operator number:
-the agent's tools reach the platform through them (`PlatformToolServices` over `ActorProxy`s).
+process that uses it. Workers also get the Store, Outbox and Scheduler actor handles, the operator
+number and the default time zone: the agent's tools reach the platform through them
+(`PlatformToolServices` over `ActorProxy`s; the scheduler's proxy is the reminder tools'
+`JobsPort`).
 
 A turn crosses from the SessionHost to a worker as a Ray streaming generator: the worker yields
 each tool call's `started` / `finished` as it happens and the `AgentTurnResult` last; `AgentPool`
@@ -34,8 +36,9 @@ from whatsray.agents import (
 from whatsray.agents.backpressure import AgentLoad, combine_loads, gate
 from whatsray.agents.config import AgentsConfig, EngineSpec
 from whatsray.llm import ChatEngine, build_engine
+from whatsray.scheduling import JobsPort
 from whatsray.session.turns import ToolCallJournal
-from whatsray.tools import PlatformToolServices, ToolOutbox, ToolServices, ToolStore
+from whatsray.tools import OptInStore, PlatformToolServices, ToolOutbox, ToolServices, ToolStore
 
 
 def load_config(path: str, engine_override: str | None) -> AgentsConfig:
@@ -74,14 +77,25 @@ class RouterActor:
 
 
 def tool_services(
-    store: Any, outboxes: Mapping[str, Any] | None, operator_number: str | None
+    store: Any,
+    outboxes: Mapping[str, Any] | None,
+    operator_number: str | None,
+    scheduler: Any = None,
+    default_timezone: str = "UTC",
 ) -> ToolServices | None:
-    """The tools' view of the platform, over actor handles; None without a store."""
+    """The tools' view of the platform, over actor handles; None without a store. Without a
+    scheduler handle the reminder tools answer that reminders are not available."""
     if store is None:
         return None
     proxies = {pnid: cast(ToolOutbox, ActorProxy(h)) for pnid, h in (outboxes or {}).items()}
+    store_proxy = ActorProxy(store)
     return PlatformToolServices(
-        cast(ToolStore, ActorProxy(store)), proxies.__getitem__, operator_number=operator_number
+        cast(ToolStore, store_proxy),
+        proxies.__getitem__,
+        operator_number=operator_number,
+        jobs=None if scheduler is None else cast(JobsPort, ActorProxy(scheduler)),
+        default_timezone=default_timezone,
+        opt_in=cast(OptInStore, store_proxy),
     )
 
 
@@ -96,13 +110,15 @@ class AgentWorker:
         outboxes: Mapping[str, Any] | None = None,
         operator_number: str | None = None,
         llm: Mapping[str, Any] | None = None,
+        scheduler: Any = None,
+        default_timezone: str = "UTC",
     ) -> None:
         config = load_config(agents_file, engine_override)
         spec = config.agent(agent)
         engine = build_actor_engine(config.engine_for(agent), llm)
         fallback_spec = config.fallback_engine_for(agent)
         fallback = build_actor_engine(fallback_spec, llm) if fallback_spec else None
-        services = tool_services(store, outboxes, operator_number)
+        services = tool_services(store, outboxes, operator_number, scheduler, default_timezone)
         # Turns queue here, fair across chats, for a slot on the engine (backpressure).
         self._agent = gate(Agent(spec, engine, services=services), spec.backpressure, fallback)
         self._forward = Forwarder(self._agent, ("run", "load"))

@@ -20,11 +20,14 @@ from actors.llm_client import HandleBackend
 from actors.proxy import ActorProxy
 from whatsray.admin import create_admin_router
 from whatsray.admin.auth import BearerAuth
-from whatsray.inbox import Inbox
+from whatsray.admin.jobs_api import create_jobs_router
+from whatsray.inbox import Inbox, partition_for
 from whatsray.llm.openai_server import openai_router
 from whatsray.outbox import Outbox
 from whatsray.pipeline.ingest import InboxSink
+from whatsray.scheduling import JobsPort
 from whatsray.store import Store
+from whatsray.whatsapp.events import ChatKey
 from whatsray.whatsapp.webhook_receiver import webhook_routes
 
 log = logging.getLogger(__name__)
@@ -69,6 +72,14 @@ class Ingress:
                 outbox_for=outboxes.__getitem__,
                 phone_number_ids=platform["phone_number_ids"],
                 inference=self.inference_report,
+                handoff=self.set_handoff,
+            )
+        )
+
+        app.include_router(
+            create_jobs_router(
+                admin_token=platform["admin_token"],
+                jobs=cast(JobsPort, ActorProxy(platform["scheduler"])),
             )
         )
 
@@ -99,6 +110,12 @@ class Ingress:
 
         return app
 
+    async def set_handoff(self, chat: str, on: bool) -> None:
+        """Through the SessionHost that owns the chat, so its live session sees the flag."""
+        hosts = self.platform["session_hosts"]
+        partition = partition_for(ChatKey.parse(chat), self.platform["partitions"])
+        await hosts[partition].set_handoff.remote(chat, on)
+
     async def inference_report(self) -> dict[str, Any]:
         """Each agent's inference load over its workers, and the host's "one moment" counts."""
         pool = AgentPool(self.platform["agent_workers"])
@@ -112,10 +129,16 @@ class Ingress:
 
     async def readiness(self) -> dict[str, bool]:
         hosts: Sequence[Any] = self.platform["session_hosts"]
-        names = ["inbox", "store", *(f"session_host_{p}" for p in range(len(hosts)))]
+        names = [
+            "inbox",
+            "store",
+            "scheduler",
+            *(f"session_host_{p}" for p in range(len(hosts))),
+        ]
         probes = [
             self._inbox.ping(),
             self.platform["store"].call.remote("ping"),
+            self.platform["scheduler"].ping.remote(),
             *(host.ping.remote() for host in hosts),
         ]
         results = await asyncio.gather(

@@ -16,6 +16,7 @@ import secrets
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -63,16 +64,48 @@ class Settings(BaseSettings):
     # Who is told when an agent hands a chat to a person (`handoff_to_human`): a WhatsApp number
     # on the business number's side, digits only once read ("+49 151 2345678" -> 491512345678).
     operator_number: str | None = None
+    # Human handoff (docs/handoff.md): a chat handed to a person goes back to the bot after this
+    # long without a message from the user or the operator; 0 = never.
+    handoff_release_after_s: float = Field(default=4 * 3600.0, ge=0)
+    # Templates sent instead of free text outside the 24-hour window (docs/outbox.md); unset:
+    # none, such messages are dead-lettered `outside_window`.
+    templates_file: Path | None = Path("configs/templates.yaml")
+
+    # Scheduler (docs/scheduler.md): the zone of jobs that name none (an IANA name), the
+    # built-in system jobs (cleanup, dead-letter sweep, daily summary), and how often every job
+    # is checked for runs a lost timer would have missed.
+    default_timezone: str = "UTC"
+    system_jobs: bool = True
+    scheduler_sweep_s: float = Field(default=30.0, gt=0, le=3600)
 
     # Local mode: where the built-in emulator listens.
     http_port: int = Field(default=8000, ge=1, le=65535)
     emulator_port: int = Field(default=8025, ge=1, le=65535)
+
+    # MCP server (`whatsray mcp`): the running whatsray whose REST API it drives; its token is
+    # `admin_token` (docs/mcp.md).
+    mcp_api_url: str = "http://127.0.0.1:8000"
+
+    # Built-in user-facing jobs (the morning greeting to opted-in contacts, fixed reminders),
+    # docs/scheduler.md "Jobs from the configs"; an absent file declares none.
+    jobs_file: Path | None = Path("configs/jobs.yaml")
 
     @field_validator("graph_api_version")
     @classmethod
     def _check_version(cls, value: str) -> str:
         if not _GRAPH_VERSION.match(value):
             raise ValueError(f"must look like 'v25.0', got {value!r}")
+        return value
+
+    @field_validator("default_timezone")
+    @classmethod
+    def _check_timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(
+                f"unknown time zone {value!r} (an IANA name like 'Europe/Berlin')"
+            ) from None
         return value
 
     @field_validator("graph_api_base_url")

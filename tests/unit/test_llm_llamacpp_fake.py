@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -135,12 +136,13 @@ class Factory:
         return llama
 
 
-async def wait_until(condition: Callable[[], bool]) -> None:
-    for _ in range(5000):
-        if condition():
-            return
+async def wait_until(condition: Callable[[], bool], within_s: float = 30.0) -> None:
+    """Poll until `condition` holds; generous, because a loaded CI box starves the threads."""
+    deadline = time.monotonic() + within_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition never became true")
         await asyncio.sleep(0.001)
-    raise AssertionError("condition never became true")
 
 
 def engine_with(factory: Factory, **kwargs: Any) -> LlamaCppEngine:
