@@ -416,3 +416,69 @@ async def test_an_unreachable_api_is_a_tool_error(deployment: Deployment) -> Non
     async with mcp_client(deployment, "stdio") as client:
         result = await client.call_tool("whatsapp_get_chats", {})
     refused(result, "cannot reach whatsray", deployment.url, "Nothing was done")
+
+
+# --- cronjob tools against the real jobs API --------------------------------------------------
+
+
+class RecordingSink:
+    """Where the scheduler's runs would go (the inbox): kept, so nothing fires unseen."""
+
+    def __init__(self) -> None:
+        self.events: list[Any] = []
+
+    async def append(self, events: Any) -> Any:
+        from whatsray.inbox import AppendOutcome, AppendResult
+
+        self.events.extend(events)
+        return AppendResult(
+            tuple(
+                AppendOutcome(i, e.idempotency_key, 0, f"{len(self.events)}-0", False)
+                for i, e in enumerate(events)
+            )
+        )
+
+
+async def test_the_cronjob_tools_drive_the_real_jobs_api(tmp_path: Path) -> None:
+    """The same tools over stdio against `create_jobs_router` over a real `SchedulerCore` and
+    the real Store: jobs are created, changed and removed there, and its refusals come back."""
+    from whatsray.admin.jobs_api import create_jobs_router
+    from whatsray.scheduling import SchedulerCore
+
+    chat = f"{PNID}:15551230099"
+    async with admin_stack(tmp_path) as admin:
+        core = SchedulerCore(admin.store, RecordingSink(), timers=False)
+        await core.start()
+        try:
+            admin.app.include_router(create_jobs_router(admin_token=ADMIN_TOKEN, jobs=core))
+            async with serve_in_loop(admin.app) as url:
+                deployment = Deployment(admin, FakeJobsApi(ADMIN_TOKEN), url, tmp_path)
+                async with mcp_client(deployment, "stdio") as client:
+                    created = ok(
+                        await client.call_tool(
+                            "cronjob_create",
+                            {
+                                "name": "call mom",
+                                "chat": chat,
+                                "payload": "call mom",
+                                "trigger": {"type": "cron", "expression": "0 9 * * 1-5"},
+                                "timezone": "Europe/Berlin",
+                            },
+                        )
+                    )
+                    job_id = created["id"]
+                    [stored] = await core.list_jobs(chat=chat)
+                    assert (stored.id, stored.payload) == (job_id, {"text": "call mom"})
+                    stopped = ok(await client.call_tool("cronjob_stop", {"job_id": job_id}))
+                    assert stopped["enabled"] is False
+                    assert (await core.get_job(job_id)).enabled is False
+                    bad = await client.call_tool(
+                        "cronjob_update",
+                        {"job_id": job_id, "trigger": {"type": "cron", "expression": BAD_CRON}},
+                    )
+                    refused(bad, "422")
+                    ok(await client.call_tool("cronjob_delete", {"job_id": job_id}))
+                    refused(await client.call_tool("cronjob_get", {"job_id": job_id}), "404")
+            assert await core.list_jobs(chat=chat) == []
+        finally:
+            await core.close()
