@@ -133,7 +133,7 @@ class ConfigJob(BaseModel):
 
 
 def spec_job(spec: JobSpec, now: float) -> Job:
-    """The job a spec describes (what `SchedulerCore` stores), to validate it."""
+    """The job a spec describes, as `SchedulerCore` stores it (and as config jobs validate)."""
     return Job(
         id=spec.id or "",
         name=spec.name,

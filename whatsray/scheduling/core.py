@@ -33,7 +33,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler  # type: ignore[impo
 from apscheduler.triggers.date import DateTrigger  # type: ignore[import-untyped]
 from apscheduler.triggers.interval import IntervalTrigger  # type: ignore[import-untyped]
 
-from whatsray.scheduling.config_jobs import CONFIG_JOB_PREFIX
+from whatsray.scheduling.config_jobs import CONFIG_JOB_PREFIX, spec_job
 from whatsray.scheduling.errors import JobConflictError, SchedulingError, UnknownJobError
 from whatsray.scheduling.models import Job, JobKind, JobPatch, JobSpec
 from whatsray.scheduling.planner import next_run_at, plan_runs
@@ -424,21 +424,7 @@ class SchedulerCore:
     # -- helpers -------------------------------------------------------------------------------
 
     def _new_job(self, spec: JobSpec, now: float) -> Job:
-        return Job(
-            id=spec.id or self._new_id(),
-            name=spec.name,
-            kind=spec.kind,
-            chat=None if spec.chat is None else spec.chat.strip(),
-            payload=spec.payload,
-            trigger=spec.trigger,
-            timezone=spec.timezone,
-            quiet_hours=spec.quiet_hours,
-            misfire=spec.misfire,
-            enabled=spec.enabled,
-            active_since=now,
-            created_at=now,
-            updated_at=now,
-        )
+        return spec_job(spec if spec.id else spec.model_copy(update={"id": self._new_id()}), now)
 
     async def _load(self, job_id: str) -> Job:
         record = await self._store.get_job(job_id)
