@@ -29,6 +29,10 @@ USER = "15551234567"
 SHUTDOWN_S = 180
 
 
+def _ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 @contextmanager
 def whatsray_local(
     data: Path, http_port: int, emulator_port: int
@@ -50,6 +54,9 @@ def whatsray_local(
         ],
         cwd=ROOT,
         env=env,
+        # As in a CI job started in the background: SIGINT ignored when `whatsray local`
+        # starts. Ctrl-C (below) must still stop it and its `serve run`.
+        preexec_fn=_ignore_sigint,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

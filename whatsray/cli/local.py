@@ -52,17 +52,23 @@ def _run(args: argparse.Namespace) -> int:
         print(exc, file=sys.stderr)
         return 2
     config = _serve_config(args.config, settings)
+    started: list[subprocess.Popen[bytes]] = []
+
+    def stop(*_: object) -> None:
+        for serve in started:
+            serve.send_signal(signal.SIGINT)  # `serve run` shuts Serve and Ray down cleanly
+
+    # Handlers first: a child starts with caught signals reset to their defaults, but keeps
+    # ignored ones ignored (a shell's background job ignores SIGINT), and a Python that starts
+    # with SIGINT ignored never turns it into KeyboardInterrupt: `serve run` would not stop.
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
     serve = subprocess.Popen(  # noqa: S603  # our own interpreter, our own arguments
         [sys.executable, "-c", "from ray.serve.scripts import cli; cli()", "run", str(config)],
         env=_environment(settings),
         start_new_session=True,  # Ctrl-C reaches us only; we pass it on exactly once
     )
-
-    def stop(*_: object) -> None:
-        serve.send_signal(signal.SIGINT)  # `serve run` shuts Serve and Ray down cleanly
-
-    signal.signal(signal.SIGINT, stop)
-    signal.signal(signal.SIGTERM, stop)
+    started.append(serve)
     if _wait_until_ready(settings, serve):
         _print_banner(settings)
     return serve.wait()
