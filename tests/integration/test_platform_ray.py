@@ -284,9 +284,11 @@ def test_an_agent_uses_tools_in_a_real_turn_and_hands_the_chat_to_a_person(
 ) -> None:
     import ray
 
-    # The operator wrote to the business number today: their 24 h window is open.
+    # The operator wrote to the business number today: their 24 h window is open. The operator's
+    # chat never gets a bot turn: the handoff desk answers that nothing is handed off yet.
     platform.user_says(OPERATOR, "operator on duty")
-    assert platform.texts_to(OPERATOR, 1) == ["echo: operator on duty"]
+    desk = "No chat is handed off to you on this number: nothing was sent."
+    assert platform.texts_to(OPERATOR, 1) == [desk]
     user = "15550000010"
     platform.user_says(user, "hi there")
     assert platform.texts_to(user, 1) == ["echo: hi there"]
@@ -300,7 +302,7 @@ def test_an_agent_uses_tools_in_a_real_turn_and_hands_the_chat_to_a_person(
     ]
     assert platform.texts_to(user, 3) == expected
     notice = f"Chat {user} needs a person: bike broke after purchase"
-    assert platform.texts_to(OPERATOR, 2) == ["echo: operator on duty", notice]
+    assert platform.texts_to(OPERATOR, 2) == [desk, notice]
 
     # The turn's tool calls are stored with it, each with its result.
     store = ray.get_actor("store", namespace="whatsray")
@@ -329,6 +331,11 @@ def test_an_agent_uses_tools_in_a_real_turn_and_hands_the_chat_to_a_person(
     assert len(platform.sent_to(user)) == 3
     record = ray.get(store.call.remote("get_chat", chat))
     assert record.handoff is True and record.agent == "support"
+    # ...and forwarded to the operator, whose answer goes back to the user.
+    forwarded = platform.texts_to(OPERATOR, 3)
+    assert len(forwarded) == 3 and forwarded[2].endswith(": hello? anyone?"), forwarded
+    platform.user_says(OPERATOR, "Hi, this is Sam from the workshop.")
+    assert platform.texts_to(user, 4)[3] == "Hi, this is Sam from the workshop."
 
 
 def test_a_turn_cancelled_in_a_tool_call_streams_its_journal_and_stops_the_worker(
