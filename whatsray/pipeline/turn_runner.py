@@ -57,12 +57,7 @@ class TurnRunner:
 
     async def __call__(self, request: TurnRequest, journal: ToolCallJournal) -> TurnResult:
         await self._acknowledge_to_user(request)
-        # The inputs are stored with the turn; the window they open counts from now, for what
-        # the turn's tools and the "one moment" notice send before that. A scheduled input is
-        # not the user writing: it opens nothing (a reminder alone stays outside the window).
-        written = [_sent_at(e, self._now()) for e in request.inputs if opens_window(e)]
-        if written:
-            await self._open_window(request.chat, max(written))
+        window = _TurnWindow(self._open_window, request, self._now())
         last_at = request.history[-1].at if request.history else None
         decision = await self._router.route(
             RouteRequest.from_events(
@@ -74,9 +69,12 @@ class TurnRunner:
             )
         )
         if decision.agent is None:  # handoff: a human answers, the bot stays silent
+            await window.open()
             return TurnResult(agent=request.agent, outcome=TurnOutcome.HANDOFF)
         agent = decision.agent
-        async with self._while_waiting(request, agent):
+        if self._config.agent(agent).tools:
+            await window.open()  # its tools may send to the user before the commit
+        async with self._while_waiting(request, agent, window):
             result = await self._agents.run(
                 agent,
                 AgentTurnRequest.from_events(
@@ -110,7 +108,9 @@ class TurnRunner:
             error=result.error,
         )
 
-    def _while_waiting(self, request: TurnRequest, agent: str) -> AbstractAsyncContextManager[None]:
+    def _while_waiting(
+        self, request: TurnRequest, agent: str, window: _TurnWindow
+    ) -> AbstractAsyncContextManager[None]:
         """Typing stays on during a long turn; "one moment" once if inference is saturated."""
         spec = self._config.agent(agent).backpressure
         newest = request.inputs[-1].message_id
@@ -125,6 +125,7 @@ class TurnRunner:
 
         async def send_notice() -> None:
             # One id per turn: a retried turn (same inputs, same id) never says it twice.
+            await window.open()
             await self._send_text(request.chat, f"{request.turn_id}:wait", spec.notice_text)
 
         return self.waiting.watch(
@@ -145,6 +146,29 @@ class TurnRunner:
             )
         except Exception:  # a missing read receipt must never cost the user the answer
             log.warning("mark-as-read failed for %s", newest, exc_info=True)
+
+
+class _TurnWindow:
+    """The 24-hour window the turn's inputs open. They are stored with the turn, at the commit;
+    whatever the turn sends before that (its tools, the "one moment" notice) needs the window
+    open in the store first. Written at most once, and only for such a send: a plain turn costs
+    no extra store write. A scheduled input is not the user writing: it opens nothing."""
+
+    def __init__(
+        self,
+        open_window: Callable[[ChatKey, float], Awaitable[None]],
+        request: TurnRequest,
+        now: float,
+    ) -> None:
+        written = [_sent_at(e, now) for e in request.inputs if opens_window(e)]
+        self._open_window = open_window
+        self._chat = request.chat
+        self._at = max(written) if written else None
+
+    async def open(self) -> None:
+        at, self._at = self._at, None
+        if at is not None:
+            await self._open_window(self._chat, at)
 
 
 def _sent_at(event: MessageEvent, default: float) -> float:
