@@ -3,7 +3,7 @@ real DuckDB store, on a fake clock: auth on every route, every route, every 4xx.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -13,30 +13,15 @@ import pytest
 from fastapi import FastAPI
 
 from tests.integration.store_helpers import PNID, FakeClock
+from tests.support.recording_sink import RecordingSink
 from whatsray.admin.jobs_api import create_jobs_router
-from whatsray.inbox import AppendOutcome, AppendResult
 from whatsray.scheduling import SchedulerCore, default_system_jobs
 from whatsray.store import Store
-from whatsray.whatsapp.events import Event
 
 TOKEN = "jobs-admin-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 T0 = datetime(2025, 6, 2, 8, 0, tzinfo=UTC).timestamp()
 CHAT = f"{PNID}:15551234567"
-
-
-class Sink:
-    def __init__(self) -> None:
-        self.events: list[Event] = []
-
-    async def append(self, events: Sequence[Event]) -> AppendResult:
-        self.events.extend(events)
-        return AppendResult(
-            tuple(
-                AppendOutcome(i, e.idempotency_key, 0, f"{len(self.events)}-0", False)
-                for i, e in enumerate(events)
-            )
-        )
 
 
 class Api:
@@ -50,7 +35,7 @@ async def api(tmp_path: Path) -> AsyncIterator[Api]:
     clock = FakeClock(T0)
     async with Store(tmp_path / "api.duckdb", now=clock) as store:
         core = SchedulerCore(
-            store, Sink(), now=clock, timers=False, system_jobs=default_system_jobs()
+            store, RecordingSink(), now=clock, timers=False, system_jobs=default_system_jobs()
         )
         await core.start()
         app = FastAPI()

@@ -29,6 +29,7 @@ from mcp.types import CallToolResult, TextContent
 from tests.support.admin_stack import ADMIN_TOKEN, DAY, PNID, Admin, admin_stack
 from tests.support.fake_jobs_api import BAD_CRON, FakeJobsApi, Recorded
 from tests.support.loop_server import serve_in_loop
+from tests.support.recording_sink import RecordingSink
 from tests.support.servers import free_port
 from whatsray.mcp import TOOL_NAMES
 
@@ -419,24 +420,6 @@ async def test_an_unreachable_api_is_a_tool_error(deployment: Deployment) -> Non
 
 
 # --- cronjob tools against the real jobs API --------------------------------------------------
-
-
-class RecordingSink:
-    """Where the scheduler's runs would go (the inbox): kept, so nothing fires unseen."""
-
-    def __init__(self) -> None:
-        self.events: list[Any] = []
-
-    async def append(self, events: Any) -> Any:
-        from whatsray.inbox import AppendOutcome, AppendResult
-
-        self.events.extend(events)
-        return AppendResult(
-            tuple(
-                AppendOutcome(i, e.idempotency_key, 0, f"{len(self.events)}-0", False)
-                for i, e in enumerate(events)
-            )
-        )
 
 
 async def test_the_cronjob_tools_drive_the_real_jobs_api(tmp_path: Path) -> None:

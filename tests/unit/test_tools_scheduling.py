@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 
+from tests.support.recording_sink import RecordingSink
 from tests.unit.tools_harness import CHAT, OTHER, FakePlatform, calls, make_agent, turn
 from whatsray.agents import Agent
-from whatsray.inbox import AppendOutcome, AppendResult
 from whatsray.llm import ScriptedEngine
 from whatsray.scheduling import CronSpec, DateSpec, JobSpec, SchedulerCore
 from whatsray.session.turns import ToolCallStatus
@@ -28,7 +28,6 @@ from whatsray.tools import (
     clock_note,
     reminder_job_id,
 )
-from whatsray.whatsapp.events import Event
 
 T0 = datetime(2026, 11, 22, 13, 0, tzinfo=UTC).timestamp()  # a Sunday, 14:00 in Berlin
 BERLIN = "Europe/Berlin"
@@ -41,22 +40,6 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
-
-
-class NullSink:
-    """No run is due in these tests; a reminder that fired would land here."""
-
-    def __init__(self) -> None:
-        self.events: list[Event] = []
-
-    async def append(self, events: Sequence[Event]) -> AppendResult:
-        self.events.extend(events)
-        return AppendResult(
-            tuple(
-                AppendOutcome(i, e.idempotency_key, 0, f"{i}-0", False)
-                for i, e in enumerate(events)
-            )
-        )
 
 
 @dataclass
@@ -88,7 +71,9 @@ class World:
 async def world(tmp_path: Path) -> AsyncIterator[World]:
     clock = Clock(T0)
     async with Store(tmp_path / "s.duckdb", now=clock) as store:
-        core = SchedulerCore(store, NullSink(), default_timezone=BERLIN, now=clock, timers=False)
+        core = SchedulerCore(
+            store, RecordingSink(), default_timezone=BERLIN, now=clock, timers=False
+        )
         await core.start()
         yield World(store, core, clock, FakePlatform())
         await core.close()
