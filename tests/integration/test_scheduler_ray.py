@@ -19,10 +19,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.support.ray_serve import local_ray_serve
-from tests.support.servers import free_port
-from whatsray.inbox import EmbeddedValkey
-from whatsray.settings import Settings, load_settings
+from tests.support.ray_serve import running_whatsray
+from whatsray.settings import Settings
 from whatsray.whatsapp.emulator import DEFAULT_PHONE_NUMBER_ID
 
 AGENTS = Path(__file__).resolve().parents[1] / "data" / "agents.yaml"
@@ -63,35 +61,15 @@ class Platform:
 
 @pytest.fixture(scope="module")
 def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
-    from ray import serve
-
-    import serve_app
-
-    data = tmp_path_factory.mktemp("scheduler")
-    valkey = EmbeddedValkey(data / "redis")
-    redis_url = valkey.start()
-    http_port, emulator_port = free_port(), free_port()
-    settings = load_settings(
-        data_dir=data,
-        redis_url=redis_url,
+    with running_whatsray(
+        tmp_path_factory.mktemp("scheduler"),
+        api_timeout_s=60,
+        ready_within_s=120,
         partitions=2,
         agents_file=AGENTS,
-        http_port=http_port,
-        emulator_port=emulator_port,
         scheduler_sweep_s=1.0,
-    )
-    try:
-        with local_ray_serve(http_port):
-            serve.run(serve_app.build_app(settings), name="whatsray", route_prefix="/")
-            api = httpx.Client(base_url=f"http://127.0.0.1:{http_port}", timeout=60)
-            emulator = httpx.Client(base_url=f"http://127.0.0.1:{emulator_port}", timeout=30)
-            deadline = time.monotonic() + 120
-            while api.get("/ready").status_code != 200:
-                assert time.monotonic() < deadline, api.get("/ready").text
-                time.sleep(0.5)
-            yield Platform(serve_app.resolve_local_secrets(settings), api, emulator)
-    finally:
-        valkey.stop()
+    ) as running:
+        yield Platform(running.settings, running.api, running.emulator)
 
 
 def chat_of(user: str) -> str:

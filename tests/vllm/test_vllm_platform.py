@@ -14,10 +14,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.support.ray_serve import local_ray_serve
-from tests.support.servers import free_port
-from whatsray.inbox import EmbeddedValkey
-from whatsray.settings import Settings, load_settings
+from tests.support.ray_serve import running_whatsray
+from whatsray.settings import Settings
 from whatsray.whatsapp.emulator import DEFAULT_PHONE_NUMBER_ID
 
 AGENTS = Path(__file__).resolve().parent / "agents.yaml"
@@ -53,34 +51,14 @@ class Running:
 
 @pytest.fixture(scope="module")
 def running(tmp_path_factory: pytest.TempPathFactory, smollm2_dir: Path) -> Iterator[Running]:
-    from ray import serve
-
-    import serve_app
-
-    data = tmp_path_factory.mktemp("vllm-platform")
-    valkey = EmbeddedValkey(data / "redis")
-    redis_url = valkey.start()
-    http_port, emulator_port = free_port(), free_port()
-    settings = load_settings(
-        data_dir=data,
-        redis_url=redis_url,
+    with running_whatsray(
+        tmp_path_factory.mktemp("vllm-platform"),
+        api_timeout_s=120,
+        ready_within_s=300,  # the vLLM replica loads its model first
         partitions=1,
         agents_file=AGENTS,
-        http_port=http_port,
-        emulator_port=emulator_port,
-    )
-    try:
-        with local_ray_serve(http_port):
-            serve.run(serve_app.build_app(settings), name="whatsray", route_prefix="/")
-            api = httpx.Client(base_url=f"http://127.0.0.1:{http_port}", timeout=120)
-            emulator = httpx.Client(base_url=f"http://127.0.0.1:{emulator_port}", timeout=30)
-            deadline = time.monotonic() + 300
-            while api.get("/ready").status_code != 200:
-                assert time.monotonic() < deadline, api.get("/ready").text
-                time.sleep(1)
-            yield Running(serve_app.resolve_local_secrets(settings), api, emulator)
-    finally:
-        valkey.stop()
+    ) as app:
+        yield Running(app.settings, app.api, app.emulator)
 
 
 def test_a_user_gets_the_models_answer_and_the_turn_says_vllm(running: Running) -> None:
