@@ -1,4 +1,7 @@
-"""DESIGN.md habit 1: the core package `whatsray/` never imports Ray, directly or indirectly."""
+"""The core package `whatsray/` never imports Ray, directly or indirectly.
+
+docs/architecture.md, section 4, habit 1.
+"""
 
 from __future__ import annotations
 

@@ -95,7 +95,8 @@ def _environment(settings: Settings) -> dict[str, str]:
         WHATSRAY_AGENTS_FILE=str(settings.agents_file.resolve()),
     )
     if haproxy_available():
-        # 10 to 20 times the default proxy's throughput on small nodes (reference/ray.md 0.2).
+        # 10 to 20 times the default proxy's throughput on small nodes
+        # (docs/architecture.md, section 2, "Serve settings").
         env.setdefault("RAY_SERVE_ENABLE_HA_PROXY", "1")
         env.setdefault("RAY_SERVE_THROUGHPUT_OPTIMIZED", "1")
     else:
