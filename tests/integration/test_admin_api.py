@@ -182,7 +182,9 @@ async def test_an_accepted_send_is_durable_even_when_the_outbox_is_down(admin: A
     assert record is not None and record.status == "pending"
     assert admin.accepted_texts("15551230009") == []
     graph = GraphClient(admin.control, GRAPH_TOKEN, PNID, base_url="http://emulator")
-    async with Outbox(PNID, graph, admin.store, now=admin.clock.now) as restarted:
+    # A restarted outbox waits the grace for a status before it sends what it finds pending.
+    restarted = Outbox(PNID, graph, admin.store, now=admin.clock.now, ambiguous_grace_s=0.5)
+    async with restarted:
         assert await restarted.resume_pending() == 1  # what an outbox does when it starts
         await admin.settled(outbound_id)
     assert admin.accepted_texts("15551230009") == ["kept for later"]

@@ -25,7 +25,9 @@ from whatsray.agents.config import AgentsConfig, RouterSpec
 from whatsray.llm import ChatMessage, LLMUnavailable, ScriptedEngine
 from whatsray.outbox.ledger import OutboundItem
 from whatsray.pipeline.committer import TurnCommitter
+from whatsray.pipeline.relays import ReadReceipts
 from whatsray.pipeline.turn_runner import TurnRunner
+from whatsray.store.records import TurnCommit
 from whatsray.session.turns import ToolCallJournal, ToolCallStatus, TurnOutcome, TurnRequest
 from whatsray.settings import SettingsError, load_settings
 from whatsray.store.records import Contact
@@ -227,14 +229,16 @@ class Agents:
 
 
 class Outbox:
-    async def mark_read(self, message_id: str, typing_indicator: bool) -> None:
+    async def mark_reads(self, message_ids: Sequence[str], typing_indicator: bool = True) -> None:
         return None
 
-    async def dispatch(self, items: Sequence[OutboundItem]) -> None:
+    async def dispatch(
+        self, items: Sequence[OutboundItem], fresh: Any = None, windows: Any = None
+    ) -> None:
         return None
 
-    async def apply_status(self, event: Any) -> None:
-        return None
+    async def apply_statuses(self, events: Any) -> list[None]:
+        return [None] * len(events)
 
 
 class Store:
@@ -244,11 +248,10 @@ class Store:
     async def record_inbound(self, event: MessageEvent) -> bool:
         return True
 
-    async def record_turn_results(
-        self, turn: Any, outbound: Any = (), session: Any = None, tool_calls: Any = ()
-    ) -> list[bool]:
-        self.turns.append((turn, tuple(outbound), session, tuple(tool_calls)))
-        return [True] * len(outbound)
+    async def commit_turns(self, commits: Sequence[TurnCommit]) -> list[list[bool]]:
+        for c in commits:
+            self.turns.append((c.turn, c.outbound, c.session, c.tool_calls))
+        return [[True] * len(c.outbound) for c in commits]
 
 
 def text_event(text: str, wamid: str) -> MessageEvent:
@@ -290,7 +293,7 @@ async def run_and_commit(agent: Any, request: TurnRequest) -> tuple[Any, Store]:
     runner = TurnRunner(
         Router("support"),
         Agents(agent),
-        lambda _: Outbox(),
+        ReadReceipts(lambda _: Outbox()),
         agents_config=config,
         open_window=open_window,
         send_text=send_text,

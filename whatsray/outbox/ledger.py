@@ -15,6 +15,7 @@ write goes through `merge_status`, so the order in which updates arrive never ma
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal, Protocol, runtime_checkable
 
@@ -27,6 +28,8 @@ __all__ = [
     "OutboundLedger",
     "OutboundRecord",
     "OutboundStatus",
+    "SendResult",
+    "StatusWrite",
 ]
 
 OutboundStatus = Literal["pending", "sent", "delivered", "read", "failed", "dead"]
@@ -116,6 +119,25 @@ class DeadLetter:
     replay_outbound_id: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class SendResult:
+    """Meta accepted `outbound_id` as `wamid` after `attempts` tries (written behind the send)."""
+
+    outbound_id: str
+    wamid: str
+    attempts: int
+
+
+@dataclass(frozen=True, slots=True)
+class StatusWrite:
+    """A status webhook to merge into the record with this wamid."""
+
+    wamid: str
+    status: str
+    at: float
+    error_code: int | None = None
+
+
 @runtime_checkable
 class OutboundLedger(Protocol):
     """What the outbox needs from durable storage. All methods are safe to call repeatedly."""
@@ -172,6 +194,14 @@ class OutboundLedger(Protocol):
 
         Returns the resulting status after the monotonic merge, None if the wamid is unknown.
         """
+        ...
+
+    async def write_behind(
+        self, sent: Sequence[SendResult], statuses: Sequence[StatusWrite]
+    ) -> None:
+        """Many `mark_sent`s (with their attempt counts) then many `apply_status`es, in one call
+        and, where the ledger can, one transaction: what the outbox writes behind its sends.
+        A write that fails alone (an unknown id) is logged, not raised."""
         ...
 
 
@@ -272,6 +302,18 @@ class InMemoryLedger:
             if merged != record.status:
                 self.records[outbound_id] = replace(record, status=merged)
             return merged
+
+    async def write_behind(
+        self, sent: Sequence[SendResult], statuses: Sequence[StatusWrite]
+    ) -> None:
+        for result in sent:
+            await self.mark_sent(result.outbound_id, result.wamid)
+            async with self._lock:
+                record = self.records[result.outbound_id]
+                attempts = max(record.attempts, result.attempts)
+                self.records[result.outbound_id] = replace(record, attempts=attempts)
+        for status in statuses:
+            await self.apply_status(status.wamid, status.status, status.at, status.error_code)
 
     def _require(self, outbound_id: str) -> OutboundRecord:
         record = self.records.get(outbound_id)

@@ -1,12 +1,17 @@
 """The outbox for one business number: ordered, rate-limited, exactly-once sends with retries.
 
 Exactly once (see docs/outbox.md): every message is recorded in the ledger under a stable,
-caller-chosen `outbound_id` before anything is sent, the attempt is counted before each request,
-and the wamid is stored after Meta accepted it. Submitting the same ids again (a retried turn, a
-restarted outbox) finds the record and sends nothing once it is "sent" or later. A "pending"
-record with attempts > 0 is the one ambiguous case (the process died, or the request timed out,
-after the request may have reached Meta): we wait up to `ambiguous_grace_s` for a status webhook
-carrying the id as `biz_opaque_callback_data`, and send again only if none came.
+caller-chosen `outbound_id` before anything is sent, and the wamid is stored after Meta accepted
+it. Submitting the same ids again (a retried turn, a restarted outbox) finds the record and sends
+nothing once it is "sent" or later. A "pending" record that may have been attempted is the one
+ambiguous case (attempted in this process, or found pending in the ledger by a restarted outbox:
+the previous one may have died after the request reached Meta): we wait up to
+`ambiguous_grace_s` for a status webhook carrying the id as `biz_opaque_callback_data`, and send
+again only if none came.
+
+In memory (docs/outbox.md, "In memory"): the live outbox keeps its records and the chats' windows
+(`OutboxMemory`), so a send reads nothing from the store; wamids and status webhooks are written
+behind, many in one store call (`write_behind`), and a status is acknowledged only once written.
 
 Order: the parts of one `submit` go out one after another, and submits to the same recipient
 never interleave (one lane per recipient, FIFO); different recipients run concurrently.
@@ -20,11 +25,19 @@ import logging
 import random
 import re
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import replace
 from typing import Any, TypeVar
 
-from whatsray.outbox.ledger import OutboundItem, OutboundLedger, OutboundRecord
+from whatsray.batching import Batcher
+from whatsray.outbox.ledger import (
+    OutboundItem,
+    OutboundLedger,
+    OutboundRecord,
+    SendResult,
+    StatusWrite,
+)
+from whatsray.outbox.memory import OutboxMemory
 from whatsray.outbox.rate_limits import SendRateLimiter
 from whatsray.outbox.retry import RetryPolicy, is_ambiguous
 from whatsray.outbox.stats import OutboxStats
@@ -109,6 +122,7 @@ class Outbox:
         ambiguous_grace_s: float = 10.0,
         grace_poll_s: float = 0.5,
         rng: random.Random | None = None,
+        write_linger_s: float = 0.02,
     ) -> None:
         self.phone_number_id = phone_number_id
         self._graph = graph
@@ -129,6 +143,11 @@ class Outbox:
             sleep=sleep,
         )
         self.stats = OutboxStats(rate_limit=self._limiter.stats)
+        self.memory = OutboxMemory()
+        # One store call carries every wamid and status seen while the last one was in flight.
+        self._behind: Batcher[SendResult | StatusWrite, None] = Batcher(
+            self._write_behind, name=f"outbox-{phone_number_id}-writes", linger_s=write_linger_s
+        )
         self._lanes: dict[str, _Lane] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._dead_lettering: set[str] = set()
@@ -149,12 +168,18 @@ class Outbox:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        await self._behind.close()  # what was sent is written down
+
+    def in_flight(self) -> int:
+        """Sends and writes still running in the background: 0 when this outbox is quiet."""
+        return len(self._tasks) + self._behind.busy
 
     async def wait_idle(self) -> None:
         """Until every send started in the background (dispatch, resume, a template sent after
-        a `failed` status) has finished. For tests and orderly shutdowns."""
-        while self._tasks:
+        a `failed` status) has finished and been written. For tests and orderly shutdowns."""
+        while self._tasks or self._behind.busy:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
+            await self._behind.close()
 
     async def __aenter__(self) -> Outbox:
         await self.start()
@@ -176,7 +201,10 @@ class Outbox:
         for item in items:  # record before send: from here on a resubmit cannot double-send
             if await self._ledger.record_outbound(item):
                 self.stats.submitted += 1
-        return await self._send_recorded(items)
+                self.memory.add_fresh(item)
+        records = await self._send_recorded(items)
+        await self._behind.close()  # the caller reads the ledger next: the wamids are in it
+        return records
 
     async def _send_recorded(self, items: Sequence[OutboundItem]) -> list[OutboundRecord]:
         """Send items already in the ledger: one lane per recipient, parts in order."""
@@ -193,24 +221,41 @@ class Outbox:
                 results[index] = record
         return [record for record in results if record is not None]
 
-    async def dispatch(self, items: Sequence[OutboundItem]) -> None:
+    async def dispatch(
+        self,
+        items: Sequence[OutboundItem],
+        fresh: Sequence[bool] | None = None,
+        windows: Mapping[str, float | None] | None = None,
+    ) -> None:
         """Send items the caller already recorded in the ledger, in the background.
 
         For callers that made the items durable themselves (a turn's commit records its replies
         with the turn) and must not wait for Meta: the session host acks on commit. Returns at
         once; failures are logged, and dead-lettered as `submit` would.
+
+        `fresh[i]`: item i was newly recorded by the caller (pending, never attempted), so the
+        outbox need not read it back. `windows`: the chats' last inbound times as the caller
+        knows them, so the outbox need not look the window up.
         """
         self._check_open()
         self._check_number(items)
+        for chat, last_inbound_at in (windows or {}).items():
+            self.memory.note_window(chat, last_inbound_at)
+        for item, new in zip(items, fresh or [False] * len(items), strict=True):
+            if new:
+                self.memory.add_fresh(item)
         self._spawn(self._send_logged(items))
 
     async def resume_pending(self, limit: int = 10_000) -> int:
         """Send what a previous outbox recorded but never finished (call once at start).
 
-        Records with attempts > 0 go through the usual grace wait for a status webhook first,
-        so a message that did reach Meta before the crash is not sent again.
+        Each goes through the grace wait for a status webhook first (the ledger cannot say
+        whether the last outbox attempted it), so a message that did reach Meta before the crash
+        is not sent again.
         """
         records = await self._ledger.pending_outbound(self.phone_number_id, limit)
+        for record in records:
+            self.memory.put_loaded(record)
         if records:
             log.info("resuming %d pending outbound message(s)", len(records))
             self._spawn(self._send_logged([record.to_item() for record in records]))
@@ -220,6 +265,19 @@ class Outbox:
         """Blue ticks on `message_id` (and earlier ones), optionally with the typing indicator."""
         self._check_open()
         await self._graph.mark_as_read(message_id, typing_indicator=typing_indicator)
+
+    async def mark_reads(self, message_ids: Sequence[str], typing_indicator: bool = True) -> None:
+        """`mark_read` for each id, in the background: best effort, returns at once (a read
+        receipt never holds up a turn). Failures are logged."""
+        self._check_open()
+        for message_id in message_ids:
+            self._spawn(self._mark_read_logged(message_id, typing_indicator))
+
+    async def _mark_read_logged(self, message_id: str, typing_indicator: bool) -> None:
+        try:
+            await self._graph.mark_as_read(message_id, typing_indicator=typing_indicator)
+        except Exception as exc:  # a missing read receipt must never cost the user the answer
+            log.warning("mark-as-read of %s failed: %s", message_id, _describe(exc))
 
     async def _send_logged(self, items: Sequence[OutboundItem]) -> None:
         try:
@@ -259,7 +317,9 @@ class Outbox:
         )
         if await self._ledger.record_outbound(item):
             self.stats.replays += 1
+            self.memory.add_fresh(item)
         [record] = await self._spawn(self._run_lane(recipient_key(item.to), [item.outbound_id]))
+        await self._behind.close()
         await self._ledger.mark_dead_letter_replayed(dead_letter_id, item.outbound_id, self._now())
         return record
 
@@ -297,13 +357,13 @@ class Outbox:
         if record.status == "failed" and not is_template_body(record.body):
             # Replaced by a template outside the window: that one is the message now (and is
             # sent here if a crash came between recording it and sending it).
-            fallback = await self._ledger.get_outbound(template_outbound_id(outbound_id))
+            fallback = await self._find(template_outbound_id(outbound_id))
             if fallback is not None:
                 return await self._deliver(fallback.outbound_id)
         if record.status != "pending":
             self.stats.already_done += 1
             return record
-        if record.attempts > 0:
+        if record.attempts > 0 or outbound_id in self.memory.unsure:
             # A previous attempt may have reached Meta (crash or cancel between the request
             # and mark_sent): give its status webhook a chance to tell us before resending.
             record = await self._wait_for_status(outbound_id, self._grace_s)
@@ -330,7 +390,7 @@ class Outbox:
         last_error: str | None = None
         while True:
             await self._limiter.acquire(recipient_key(item.to))
-            await self._ledger.note_attempt(outbound_id, last_error)  # before the request
+            self.memory.attempt(outbound_id, last_error)  # before the request
             attempts += 1
             try:
                 result = await self._graph.send(message)
@@ -357,12 +417,13 @@ class Outbox:
                 if record.status != "pending":
                     return record  # a status webhook showed the earlier attempt got through
                 continue
-            await self._ledger.mark_sent(outbound_id, result.wamid)
+            record = self._sent(outbound_id, result.wamid)
             self.stats.sent += 1
-            return await self._get(outbound_id)
+            return record
 
     async def _wait_for_status(self, outbound_id: str, seconds: float) -> OutboundRecord:
-        """Poll the ledger for up to `seconds` until the record leaves "pending"."""
+        """Poll for up to `seconds` until the record leaves "pending" (a status webhook moves
+        it, in memory)."""
         deadline = self._now() + seconds
         while True:
             record = await self._get(outbound_id)
@@ -376,7 +437,7 @@ class Outbox:
     ) -> OutboundItem | None:
         """Meta's 131047 as a `failed` status after a 200: the template goes out in the
         background (the caller is the status webhook, which must not wait for a send)."""
-        record = await self._ledger.get_outbound(outbound_id)
+        record = await self._find(outbound_id)
         spec = self._template_for(record) if record is not None else None
         if record is None or spec is None or self._closed:
             return None
@@ -385,6 +446,8 @@ class Outbox:
         return item
 
     async def _window_is_open(self, item: OutboundItem) -> bool:
+        if window_open(self.memory.window(item.chat), self._now()):
+            return True  # the windows only move forward: an open one needs no lookup
         if self._window_lookup is None:
             return True  # nothing to ask: Meta enforces it (131047 -> outside_window)
         try:
@@ -392,6 +455,7 @@ class Outbox:
         except Exception:
             log.exception("window lookup failed for %s; letting Meta decide", item.chat)
             return True
+        self.memory.note_window(item.chat, last_inbound)
         return window_open(last_inbound, self._now())
 
     def _template_for(self, record: OutboundRecord) -> TemplateSpec | None:
@@ -428,6 +492,7 @@ class Outbox:
             purpose=record.purpose,
         )
         if await self._ledger.record_outbound(item):
+            self.memory.add_fresh(item)
             self.stats.template_fallbacks += 1
             log.info(
                 "%s is outside the 24 h window: sending template %r as %s",
@@ -437,6 +502,7 @@ class Outbox:
             )
         reason = f"{OUTSIDE_WINDOW}: sent as template {spec.name} ({item.outbound_id})"
         await self._ledger.mark_failed(record.outbound_id, reason, error_code)
+        self._merge_known(record.outbound_id, "failed", reason)
         return item
 
     async def _dead_letter(
@@ -448,64 +514,129 @@ class Outbox:
             outbound_id, reason, error_code, details
         )
         await self._ledger.mark_failed(outbound_id, reason, error_code)
+        self._merge_known(outbound_id, "dead", reason)
         self.stats.dead_lettered += 1
         log.warning("dead letter %s for %s: %s (%s)", dead_letter_id, outbound_id, reason, details)
         return await self._get(outbound_id)
 
     async def _get(self, outbound_id: str) -> OutboundRecord:
-        record = await self._ledger.get_outbound(outbound_id)
+        record = await self._find(outbound_id)
         if record is None:
             raise KeyError(f"outbound {outbound_id!r} is not in the ledger")
         return record
 
+    async def _find(self, outbound_id: str) -> OutboundRecord | None:
+        """Memory first; the ledger only for a record this outbox has not seen."""
+        record = self.memory.get(outbound_id)
+        if record is not None:
+            return record
+        loaded = await self._ledger.get_outbound(outbound_id)
+        return None if loaded is None else self.memory.put_loaded(loaded)
+
+    def _sent(self, outbound_id: str, wamid: str) -> OutboundRecord:
+        """Meta accepted it: in memory now, in the ledger behind (`in_flight` counts it)."""
+        record = self.memory.sent(outbound_id, wamid)
+        self._behind.enqueue(SendResult(outbound_id, wamid, record.attempts))
+        return record
+
+    def _merge_known(self, outbound_id: str, status: str, reason: str | None = None) -> None:
+        if self.memory.get(outbound_id) is not None:
+            self.memory.merge(outbound_id, status, reason)
+
+    async def _write_behind(self, writes: list[SendResult | StatusWrite]) -> list[None]:
+        """One store call for a batch, retried until it lands: a status is acked only after
+        this, and a later batch must not overtake an earlier one."""
+        sent = [w for w in writes if isinstance(w, SendResult)]
+        statuses = [w for w in writes if isinstance(w, StatusWrite)]
+        delay = 0.1
+        while True:
+            try:
+                await self._ledger.write_behind(sent, statuses)
+                return [None] * len(writes)
+            except Exception as exc:
+                log.warning("writing %d send result(s) failed (%s); retrying in %.1fs",
+                            len(writes), _describe(exc), delay)  # fmt: skip
+                await self._sleep(delay)
+                delay = min(delay * 2, 5.0)
+
     # --- status webhooks --------------------------------------------------------------------
 
     async def apply_status(self, event: StatusEvent) -> str | None:
-        """Merge a status webhook into its record; returns the resulting status (None: unknown).
+        """`apply_statuses` of one event."""
+        [merged] = await self.apply_statuses([event])
+        return merged
 
-        A `sent` can overtake our own `mark_sent` (Meta answers the send and fires the webhook
-        at once): when the wamid is unknown but the event carries our `outbound_id` as
+    async def apply_statuses(self, events: Sequence[StatusEvent]) -> list[str | None]:
+        """Merge status webhooks into their records; the resulting statuses (None: unknown).
+
+        Merged in memory, then written in one store call, awaited: the caller acknowledges the
+        webhooks once this returns, so an acknowledged status is durable.
+
+        A `sent` can overtake our own send's answer (Meta answers the send and fires the
+        webhook at once): when the wamid is unknown but the event carries our `outbound_id` as
         `biz_opaque_callback_data`, the wamid is stored first, then the status applied. A
         `failed` status dead-letters the message, once; a `failed` 131047 (the window, refused
         after a 200) sends the message's template instead when one is configured (once: the
         template's id is derived from the message's).
         """
+        results: list[str | None] = []
+        writes: list[StatusWrite] = []
+        for event in events:
+            results.append(await self._merge_status(event, writes))
+        await asyncio.gather(*(self._behind.submit(write) for write in writes))
+        for index, event in enumerate(events):
+            if results[index] == "failed":
+                results[index] = await self._on_failed_status(event) or results[index]
+        return results
+
+    async def _merge_status(self, event: StatusEvent, writes: list[StatusWrite]) -> str | None:
         wamid = event.message_id
         if wamid is None:
             return None
         status = event.status.value
         at = event.timestamp.timestamp() if event.timestamp is not None else self._now()
         error_code = event.errors[0].code if event.errors else None
-        merged = await self._ledger.apply_status(wamid, status, at, error_code)
+        record = self.memory.by_wamid(wamid)
         outbound_id = event.biz_opaque_callback_data
-        if merged is None and outbound_id:
-            record = await self._ledger.get_outbound(outbound_id)
-            if record is not None and record.wamid in (None, wamid):
-                await self._ledger.mark_sent(outbound_id, wamid)
-                merged = await self._ledger.apply_status(wamid, status, at, error_code)
-            elif record is not None:
+        if record is None and outbound_id:
+            known = await self._find(outbound_id)
+            if known is not None and known.wamid in (None, wamid):
+                record = self._sent(outbound_id, wamid)
+            elif known is not None:
                 # Our id under a second wamid: the ambiguous window did produce a duplicate.
                 self.stats.duplicate_sends_seen += 1
-                log.error("outbound %s was sent twice: %s and %s", outbound_id, record.wamid, wamid)
+                log.error("outbound %s was sent twice: %s and %s", outbound_id, known.wamid, wamid)
+        if record is None:
+            # Not a message this outbox knows: the ledger keeps it for a wamid it learns later.
+            merged = await self._ledger.apply_status(wamid, status, at, error_code)
+        else:
+            merged = self.memory.merge(record.outbound_id, status).status
+            writes.append(StatusWrite(wamid, status, at, error_code))
         if merged is None:
             self.stats.statuses_unknown += 1
-            return None
-        self.stats.statuses_applied += 1
-        if merged == "failed" and outbound_id and outbound_id not in self._dead_lettering:
-            self._dead_lettering.add(outbound_id)
-            try:
-                if error_code == RE_ENGAGEMENT_CODE:
-                    fallback = await self._async_window_fallback(outbound_id, error_code)
-                    if fallback is not None:
-                        return merged
-                details = "; ".join(
-                    f"{e.code}: {e.title or e.message or ''}".strip() for e in event.errors
-                )
-                if error_code == RE_ENGAGEMENT_CODE:
-                    reason = OUTSIDE_WINDOW  # Meta's async form of the window refusal
-                else:
-                    reason = f"failed_status:{error_code}"
-                merged = (await self._dead_letter(outbound_id, reason, error_code, details)).status
-            finally:
-                self._dead_lettering.discard(outbound_id)
+        else:
+            self.stats.statuses_applied += 1
         return merged
+
+    async def _on_failed_status(self, event: StatusEvent) -> str | None:
+        """Dead-letter the message (or send its template): its status after that."""
+        outbound_id = event.biz_opaque_callback_data
+        if not outbound_id or outbound_id in self._dead_lettering:
+            return None
+        error_code = event.errors[0].code if event.errors else None
+        self._dead_lettering.add(outbound_id)
+        try:
+            if error_code == RE_ENGAGEMENT_CODE:
+                fallback = await self._async_window_fallback(outbound_id, error_code)
+                if fallback is not None:
+                    return None
+            details = "; ".join(
+                f"{e.code}: {e.title or e.message or ''}".strip() for e in event.errors
+            )
+            if error_code == RE_ENGAGEMENT_CODE:
+                reason = OUTSIDE_WINDOW  # Meta's async form of the window refusal
+            else:
+                reason = f"failed_status:{error_code}"
+            return (await self._dead_letter(outbound_id, reason, error_code, details)).status
+        finally:
+            self._dead_lettering.discard(outbound_id)

@@ -1,5 +1,10 @@
-"""Commit a turn: store it with its replies and tool calls in one transaction, then hand the
-replies to the outbox.
+"""Commit a turn: store it with its inputs, replies and tool calls in one transaction, then hand
+the replies to the outbox.
+
+Many chats' turns share that work (docs/hot-path.md): the host's committer gathers the turns that
+end while the last commit is in flight and sends them as one `commit_turns` call (one DuckDB
+transaction), then one `dispatch` per business number. Each session still awaits its own turn's
+result: a turn that failed alone raises for that session only, which retries it.
 
 Exactly-once hangs on ids chosen here, before anything is sent: reply part `i` of turn `t` is
 outbound `t:i`, and the turn id is derived from its input ids. A turn retried after a crash
@@ -12,9 +17,12 @@ followed by the final attempt's: every call has a result, so the history stays v
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
+from whatsray.batching import Batcher
 from whatsray.outbox.ledger import OutboundItem
 from whatsray.pipeline.ports import OutboxPort, StorePort
 from whatsray.session.scheduled import is_scheduled, opens_window
@@ -27,7 +35,7 @@ from whatsray.session.turns import (
     TurnRequest,
     TurnResult,
 )
-from whatsray.store.records import SessionSnapshot, ToolCallRecord, TurnRecord
+from whatsray.store.records import SessionSnapshot, ToolCallRecord, TurnCommit, TurnRecord
 from whatsray.tools.outbound import recipient
 from whatsray.whatsapp.events import ChatKey, MessageEvent
 from whatsray.whatsapp.messages import TextMessage
@@ -101,6 +109,16 @@ def _event_time(event: MessageEvent, default: float) -> float:
     return event.timestamp.timestamp() if event.timestamp is not None else default
 
 
+@dataclass(slots=True)
+class _Dispatch:
+    """The replies of one flush for one business number."""
+
+    items: list[OutboundItem] = field(default_factory=list)
+    fresh: list[bool] = field(default_factory=list)
+    windows: dict[str, float | None] = field(default_factory=dict)
+    turns: list[int] = field(default_factory=list)  # indexes in the flush
+
+
 class TurnCommitter:
     """The session's `commit_turn` (and `record_messages`) hook."""
 
@@ -110,14 +128,17 @@ class TurnCommitter:
         outbox_for: Callable[[str], OutboxPort],
         *,
         now: Callable[[], float],
+        linger_s: float = 0.005,
     ) -> None:
         self._store = store
         self._outbox_for = outbox_for
         self._now = now
+        self.batcher: Batcher[tuple[TurnCommit, float | None], None] = Batcher(
+            self._flush, name="turn-commits", linger_s=linger_s
+        )
 
     async def commit(self, request: TurnRequest, result: TurnResult) -> None:
         now = self._now()
-        await self.record_inputs(request.inputs)
         # A turn that only answers scheduled runs is a reminder: outside the user's window the
         # outbox sends the reminder template instead.
         reminder = all(is_scheduled(e) for e in request.inputs)
@@ -138,23 +159,55 @@ class TurnCommitter:
             started_at=min(_event_time(e, now) for e in request.inputs),
             finished_at=now,
         )
+        # The user's own messages only: a scheduled input does not open the window.
+        opened = max((_event_time(e, now) for e in request.inputs if opens_window(e)), default=None)
         snapshot = SessionSnapshot(
             chat=str(request.chat),
             agent=result.agent or request.agent,
             handoff=request.handoff or result.outcome is TurnOutcome.HANDOFF,
-            # The user's own messages only: a scheduled input does not open the window.
-            last_inbound_at=max(
-                (_event_time(e, now) for e in request.inputs if opens_window(e)), default=None
-            ),
+            last_inbound_at=opened,
             summary=request.summary,
             updated_at=now,
         )
         calls = tool_call_records(
             request.turn_id, (*request.interrupted_tool_calls, *result.tool_calls)
         )
-        await self._store.record_turn_results(turn, items, snapshot, tool_calls=calls)
-        if items:  # durable now: the outbox sends them, and resends after a crash
-            await self._outbox_for(request.chat.phone_number_id).dispatch(items)
+        commit = TurnCommit(turn, request.inputs, items, snapshot, calls)
+        window = max((t for t in (opened, request.last_inbound_at) if t is not None), default=None)
+        await self.batcher.submit((commit, window))
+
+    async def _flush(self, batch: list[tuple[TurnCommit, float | None]]) -> list[Exception | None]:
+        """One store call for the batch, then one dispatch per number. A turn whose replies
+        could not be handed over fails (it is durable; its retry dispatches again)."""
+        results = await self._store.commit_turns([commit for commit, _ in batch])
+        outcome: list[Exception | None] = []
+        dispatches: dict[str, _Dispatch] = {}
+        for index, ((commit, window), result) in enumerate(zip(batch, results, strict=True)):
+            if isinstance(result, Exception):
+                outcome.append(result)
+                continue
+            outcome.append(None)
+            if not commit.outbound:
+                continue
+            group = dispatches.setdefault(commit.outbound[0].phone_number_id, _Dispatch())
+            group.items.extend(commit.outbound)
+            group.fresh.extend(result)
+            group.windows[commit.turn.chat] = window
+            group.turns.append(index)
+        handed = await asyncio.gather(
+            *(self._dispatch(number, group) for number, group in dispatches.items()),
+            return_exceptions=True,
+        )
+        for group, error in zip(dispatches.values(), handed, strict=True):
+            if isinstance(error, Exception):
+                for index in group.turns:
+                    outcome[index] = error
+            elif isinstance(error, BaseException):
+                raise error
+        return outcome
+
+    async def _dispatch(self, number: str, group: _Dispatch) -> None:
+        await self._outbox_for(number).dispatch(group.items, group.fresh, group.windows)
 
     async def record_inputs(self, events: Sequence[MessageEvent]) -> None:
         for event in events:  # insert-if-absent on the wamid: a retry adds nothing

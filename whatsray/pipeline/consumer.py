@@ -1,9 +1,10 @@
 """Feed one inbox partition to a session registry, in stream order, never losing an entry.
 
-Start-up order (DESIGN.md section 2): first this consumer's pending entries (delivered before a
-crash, never acked), then entries stuck with other consumers (reclaimed), then new ones. The
-registry acks each entry only after its turn is committed, so anything in flight at a crash is
-simply read again here, and the session's dedupe makes the second delivery harmless.
+Start-up order (docs/architecture.md, section 2): first this consumer's pending entries
+(delivered before a crash, never acked), then entries stuck with other consumers (reclaimed),
+then new ones. The registry acks each entry only after its turn is committed, so anything in
+flight at a crash is simply read again here, and the session's dedupe makes the second delivery
+harmless.
 
 The consumer name is stable per partition (`host-<p>`), so a restarted host finds its own
 pending entries with one read.

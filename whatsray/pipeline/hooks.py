@@ -14,6 +14,7 @@ from whatsray.agents.config import AgentsConfig
 from whatsray.pipeline.committer import TurnCommitter, outbound_items
 from whatsray.pipeline.handoff import HandoffDesk
 from whatsray.pipeline.ports import AgentsPort, OutboxPort, RouterPort, StorePort
+from whatsray.pipeline.relays import ReadReceipts, StatusRelay
 from whatsray.pipeline.turn_runner import TurnRunner
 from whatsray.pipeline.waiting import WaitingNotice
 from whatsray.session.config import SessionConfig, SessionHooks
@@ -108,14 +109,20 @@ def build_session_hooks(
     now: Callable[[], float],
     waiting: WaitingNotice | None = None,
     desk: HandoffDesk | None = None,
+    committer: TurnCommitter | None = None,
+    statuses: StatusRelay | None = None,
+    reads: ReadReceipts | None = None,
 ) -> SessionHooks:
     """`desk`: human handoff (forwarding to the operator, relaying the operator's replies,
-    business-app echoes); without it handed-off messages are only stored."""
-    committer = TurnCommitter(store, outbox_for, now=now)
+    business-app echoes); without it handed-off messages are only stored. `committer`,
+    `statuses` and `reads` batch what many sessions send (the host shares them)."""
+    committer = committer or TurnCommitter(store, outbox_for, now=now)
+    statuses = statuses or StatusRelay(outbox_for)
+    reads = reads or ReadReceipts(outbox_for)
 
     async def on_status(event: NonMessageEvent) -> None:
         if isinstance(event, StatusEvent) and event.phone_number_id:
-            await outbox_for(event.phone_number_id).apply_status(event)
+            await statuses.apply(event)
         elif isinstance(event, OtherEvent) and event.field == ECHOES_FIELD and desk is not None:
             await desk.on_echo(event)
         else:
@@ -138,9 +145,8 @@ def build_session_hooks(
     async def send_text(chat: ChatKey, key: str, text: str) -> None:
         """Record, then send; `key` names the message, so sending it again sends nothing."""
         items = outbound_items(chat, key, [text], now())
-        for item in items:
-            await store.record_outbound(item)
-        await outbox_for(chat.phone_number_id).dispatch(items)
+        fresh = [await store.record_outbound(item) for item in items]
+        await outbox_for(chat.phone_number_id).dispatch(items, fresh)
 
     async def send_reply(chat: ChatKey, text: str, replied_to: MessageEvent) -> None:
         # The id derives from the message replied to: a redelivery cannot send it twice.
@@ -149,7 +155,7 @@ def build_session_hooks(
     runner = TurnRunner(
         router,
         agents,
-        outbox_for,
+        reads,
         agents_config=agents_config,
         open_window=lambda chat, at: store.update_chat(chat, last_inbound_at=at),
         send_text=send_text,

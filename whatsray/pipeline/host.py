@@ -15,13 +15,17 @@ from typing import Any, Protocol
 
 from whatsray.agents.config import AgentsConfig
 from whatsray.inbox import Inbox, partition_for
+from whatsray.pipeline.committer import TurnCommitter
 from whatsray.pipeline.consumer import PartitionConsumer
 from whatsray.pipeline.handoff import HandoffDesk, HandoffStorePort
 from whatsray.pipeline.hooks import build_session_hooks
 from whatsray.pipeline.ports import AgentsPort, OutboxPort, RouterPort, StorePort
+from whatsray.pipeline.relays import AckBatcher, ReadReceipts, StatusRelay
+from whatsray.pipeline.routing import RulesFirstRouter
 from whatsray.pipeline.waiting import WaitingNotice
 from whatsray.session import SessionConfig, SessionRegistry
-from whatsray.whatsapp.events import ChatKey
+from whatsray.session.turns import InboundEntry
+from whatsray.whatsapp.events import ChatKey, StatusEvent
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +51,12 @@ class SessionHostCore:
     `partitions` and `invalidate_elsewhere` let a handoff change made here (an operator's
     `/release` of a chat in another partition) reach the session host that holds that chat; with
     `partitions=None` every chat counts as this host's. `operator_number` and
-    `handoff_release_after_s` (None: never) configure the desk (docs/handoff.md)."""
+    `handoff_release_after_s` (None: never) configure the desk (docs/handoff.md).
+
+    Everything the host sends on the sessions' behalf goes out in batches (docs/hot-path.md):
+    turn commits (`commit_linger_s`), acks, status webhooks (straight from the consumer to the
+    outbox, never through a session) and read receipts. `router` is asked only when the rules,
+    applied here, leave the choice to its classifier."""
 
     def __init__(
         self,
@@ -67,6 +76,7 @@ class SessionHostCore:
         handoff_release_after_s: float | None = None,
         partitions: int | None = None,
         invalidate_elsewhere: InvalidateElsewhere | None = None,
+        commit_linger_s: float = 0.005,
     ) -> None:
         self.partition = partition
         self._inbox = inbox
@@ -83,21 +93,26 @@ class SessionHostCore:
             release_after_s=handoff_release_after_s,
         )
 
-        async def ack(tokens: tuple[str, ...]) -> None:
-            await inbox.ack(partition, tokens)
-
+        self.acks = AckBatcher(lambda tokens: inbox.ack(partition, tokens))
+        self.committer = TurnCommitter(store, outbox_for, now=now, linger_s=commit_linger_s)
+        self.statuses = StatusRelay(outbox_for)
+        self.reads = ReadReceipts(outbox_for)
+        self.router = RulesFirstRouter(agents_config, router)
         self.waiting = WaitingNotice()
         hooks = build_session_hooks(
             store=store,
-            router=router,
+            router=self.router,
             agents=agents,
             outbox_for=outbox_for,
-            ack=ack,
+            ack=self.acks,
             agents_config=agents_config,
             session_config=config,
             now=now,
             waiting=self.waiting,
             desk=self.desk,
+            committer=self.committer,
+            statuses=self.statuses,
+            reads=self.reads,
         )
         self.registry = SessionRegistry(hooks, config, now=now)
         self._consumer_options = consumer_options or {}
@@ -108,8 +123,8 @@ class SessionHostCore:
         self.consumer = PartitionConsumer(
             self._inbox,
             self.partition,
-            self.registry.deliver,
-            unacked=lambda: self.registry.stats().unacked,
+            self._deliver,
+            unacked=lambda: self.registry.stats().unacked + self.statuses.pending,
             **self._consumer_options,
         )
         self._tasks = [
@@ -128,6 +143,13 @@ class SessionHostCore:
                     "partition %d: %s did not stop in time", self.partition, task.get_name()
                 )
         await self.registry.close()
+        await self.statuses.close()
+
+    async def _deliver(self, entry: InboundEntry) -> None:
+        if isinstance(entry.event, StatusEvent):
+            self.statuses.deliver(entry.event, self.acks, entry.ack_token)
+        else:
+            await self.registry.deliver(entry)
 
     def stats(self) -> dict[str, Any]:
         consumer = self.consumer
@@ -135,6 +157,11 @@ class SessionHostCore:
             "partition": self.partition,
             "delivered": consumer.delivered if consumer else 0,
             "skipped": consumer.skipped if consumer else 0,
+            "statuses_applied": self.statuses.applied,
+            "commit_calls": self.committer.batcher.calls,
+            "turns_committed": self.committer.batcher.items,
+            "ack_calls": self.acks.batcher.calls,
+            "router_remote_calls": self.router.remote_calls,
             **dataclasses.asdict(self.registry.stats()),
             **dataclasses.asdict(self.waiting.stats),
             "handoff_forwarded": self.desk.forwarded,

@@ -1,7 +1,8 @@
 """The webhook's durable half: append every event to the inbox before Meta gets its 200.
 
 An inbox that cannot take the write makes the POST fail with 503, so Meta delivers it again
-later: nothing is ever acknowledged that is not stored (DESIGN.md section 1, item 1).
+later: nothing is ever acknowledged that is not stored (docs/architecture.md, section 1,
+guarantee 1).
 """
 
 from __future__ import annotations

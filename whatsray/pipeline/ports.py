@@ -6,7 +6,7 @@ satisfies them with thin proxies that forward each call to an actor.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Protocol
 
 from whatsray.agents.agent import AgentTurnRequest, AgentTurnResult
@@ -14,7 +14,7 @@ from whatsray.agents.backpressure import AgentLoad
 from whatsray.agents.router import RouteDecision, RouteRequest
 from whatsray.outbox.ledger import OutboundItem
 from whatsray.session.turns import ToolCallJournal
-from whatsray.store.records import MessageRecord, SessionSnapshot, ToolCallRecord, TurnRecord
+from whatsray.store.records import MessageRecord, SessionSnapshot, TurnCommit
 from whatsray.whatsapp.events import ChatKey, MessageEvent, StatusEvent
 
 
@@ -23,13 +23,10 @@ class StorePort(Protocol):
 
     async def record_outbound(self, item: OutboundItem) -> bool: ...
 
-    async def record_turn_results(
-        self,
-        turn: TurnRecord,
-        outbound: Sequence[OutboundItem] = (),
-        session: SessionSnapshot | None = None,
-        tool_calls: Sequence[ToolCallRecord] = (),
-    ) -> list[bool]: ...
+    async def commit_turns(self, commits: Sequence[TurnCommit]) -> list[list[bool] | Exception]:
+        """Many chats' turns in one call (and one transaction); per turn, its replies' "newly
+        recorded" flags, or the exception that failed that turn alone."""
+        ...
 
     async def update_chat(self, chat: ChatKey | str, *, last_inbound_at: float | None) -> None:
         """Set the chat's last inbound time (creating the chat if new)."""
@@ -43,13 +40,20 @@ class StorePort(Protocol):
 
 
 class OutboxPort(Protocol):
-    """One business number's outbox."""
+    """One business number's outbox. Every method takes many items: callers batch."""
 
-    async def dispatch(self, items: Sequence[OutboundItem]) -> None: ...
+    async def dispatch(
+        self,
+        items: Sequence[OutboundItem],
+        fresh: Sequence[bool] | None = None,
+        windows: Mapping[str, float | None] | None = None,
+    ) -> None: ...
 
-    async def apply_status(self, event: StatusEvent) -> str | None: ...
+    async def apply_statuses(self, events: Sequence[StatusEvent]) -> list[str | None]: ...
 
-    async def mark_read(self, message_id: str, typing_indicator: bool) -> None: ...
+    async def mark_reads(self, message_ids: Sequence[str], typing_indicator: bool = True) -> None:
+        """Read receipts (and the typing indicator), best effort, in the background."""
+        ...
 
 
 class RouterPort(Protocol):

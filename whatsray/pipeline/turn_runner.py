@@ -8,14 +8,14 @@ a person ends `HANDOFF`: the session sets the chat's flag and runs no more turns
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 
 from whatsray.agents.agent import AgentOutcome, AgentTurnRequest
 from whatsray.agents.config import AgentsConfig
 from whatsray.agents.router import RouteRequest
-from whatsray.pipeline.ports import AgentsPort, OutboxPort, RouterPort
+from whatsray.pipeline.ports import AgentsPort, RouterPort
+from whatsray.pipeline.relays import ReadReceipts
 from whatsray.pipeline.waiting import WaitingNotice
 from whatsray.session.scheduled import opens_window
 from whatsray.session.turns import (
@@ -27,8 +27,6 @@ from whatsray.session.turns import (
 )
 from whatsray.whatsapp.events import ChatKey, MessageEvent
 
-log = logging.getLogger(__name__)
-
 # Sends a text to a chat under an outbound id derived from `key` (recorded, then dispatched).
 SendText = Callable[[ChatKey, str, str], Awaitable[None]]
 
@@ -38,7 +36,7 @@ class TurnRunner:
         self,
         router: RouterPort,
         agents: AgentsPort,
-        outbox_for: Callable[[str], OutboxPort],
+        reads: ReadReceipts,
         *,
         agents_config: AgentsConfig,
         open_window: Callable[[ChatKey, float], Awaitable[None]],
@@ -48,7 +46,7 @@ class TurnRunner:
     ) -> None:
         self._router = router
         self._agents = agents
-        self._outbox_for = outbox_for
+        self._reads = reads
         self._config = agents_config
         self._open_window = open_window
         self._send_text = send_text
@@ -56,7 +54,9 @@ class TurnRunner:
         self.waiting = waiting or WaitingNotice()
 
     async def __call__(self, request: TurnRequest, journal: ToolCallJournal) -> TurnResult:
-        await self._acknowledge_to_user(request)
+        newest = request.inputs[-1].message_id
+        if newest is not None:  # blue ticks and typing, beside the turn: never waited for
+            self._reads.send(request.chat.phone_number_id, newest)
         window = _TurnWindow(self._open_window, request, self._now())
         last_at = request.history[-1].at if request.history else None
         decision = await self._router.route(
@@ -114,11 +114,11 @@ class TurnRunner:
         """Typing stays on during a long turn; "one moment" once if inference is saturated."""
         spec = self._config.agent(agent).backpressure
         newest = request.inputs[-1].message_id
-        outbox = self._outbox_for(request.chat.phone_number_id)
+        number = request.chat.phone_number_id
 
         async def refresh_typing() -> None:
             assert newest is not None
-            await outbox.mark_read(newest, typing_indicator=True)
+            await self._reads.refresh(number, newest)
 
         async def saturated() -> bool:
             return (await self._agents.load(agent)).saturated
@@ -134,18 +134,6 @@ class TurnRunner:
             send_notice=send_notice,
             notice_after_s=spec.notice_after_s,
         )
-
-    async def _acknowledge_to_user(self, request: TurnRequest) -> None:
-        """Blue ticks and the typing indicator on the newest input (best effort)."""
-        newest = request.inputs[-1].message_id
-        if newest is None:
-            return
-        try:
-            await self._outbox_for(request.chat.phone_number_id).mark_read(
-                newest, typing_indicator=True
-            )
-        except Exception:  # a missing read receipt must never cost the user the answer
-            log.warning("mark-as-read failed for %s", newest, exc_info=True)
 
 
 class _TurnWindow:

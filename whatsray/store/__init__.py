@@ -26,6 +26,7 @@ from whatsray.store.records import (
     SessionSnapshot,
     StatusChange,
     ToolCallRecord,
+    TurnCommit,
     TurnRecord,
 )
 from whatsray.store.schema import MIGRATIONS, SCHEMA_VERSION
@@ -56,6 +57,7 @@ __all__ = [
     "StoreError",
     "StoreWriteError",
     "ToolCallRecord",
+    "TurnCommit",
     "TurnRecord",
     "UnknownOutboundError",
     "WriterStats",

@@ -67,6 +67,7 @@ class TurnResults:
 
     now: float
     turn: TurnRecord | None = None
+    inbound: tuple[InboundRow, ...] = ()  # the turn's inputs, stored with it
     outbound: tuple[PreparedOutbound, ...] = ()
     session: PreparedSession | None = None
     tool_calls: tuple[ToolCallRecord, ...] = ()  # the turn's, all of them (they replace any)
@@ -302,6 +303,10 @@ def _record_turn_results(
 ) -> list[list[bool]]:
     now = max(g.now for g in groups)
     touches: dict[str, _ChatTouch] = {}
+    # Inputs first: the turns below mark them consumed.
+    inbound = [row for g in groups for row in g.inbound]
+    if inbound:
+        _insert_inbound(conn, inbound)
 
     # Replies: the first occurrence of an id in the group is the one that may be new.
     seen: set[str] = set()

@@ -53,6 +53,7 @@ class Sent:
     outbound_id: str
     wamid: str
     now: float
+    attempts: int | None = None  # the outbox's count, written with the wamid (write-behind)
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,6 +197,8 @@ def _mark_sent(conn: DuckDBPyConnection, sends: Sequence[Sent]) -> list[None]:
     for s in sends:
         row = _require(rows, s.outbound_id)
         row.wamid = s.wamid
+        if s.attempts is not None:
+            row.attempts = max(row.attempts, s.attempts)
         row.merge("sent")
         row.changed = True
     by_wamid = {r.wamid: r for r in rows.values() if r.wamid is not None}

@@ -8,12 +8,13 @@ The outbound ledger's values (`OutboundItem`, `OutboundRecord`, `DeadLetter`) be
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from whatsray.outbox.ledger import DeadLetter, OutboundItem, OutboundRecord
-from whatsray.whatsapp.events import ChatKey
+from whatsray.whatsapp.events import ChatKey, MessageEvent
 
 __all__ = [
     "ChatRecord",
@@ -26,6 +27,7 @@ __all__ = [
     "SessionSnapshot",
     "StatusChange",
     "ToolCallRecord",
+    "TurnCommit",
     "TurnRecord",
     "chat_string",
 ]
@@ -152,3 +154,16 @@ class SessionSnapshot(_ChatRecord):
     summary: str | None = None  # summary of history that fell out of the window
     state: dict[str, Any] = Field(default_factory=dict)  # anything else the session keeps
     updated_at: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class TurnCommit:
+    """Everything one turn stores, in one transaction: its input messages, the turn, its
+    replies (recorded as pending outbound), the session snapshot and the tool calls. The unit of
+    `Store.commit_turns`, which takes many chats' at once."""
+
+    turn: TurnRecord
+    inputs: tuple[MessageEvent, ...] = ()
+    outbound: tuple[OutboundItem, ...] = ()
+    session: SessionSnapshot | None = None
+    tool_calls: tuple[ToolCallRecord, ...] = ()

@@ -10,16 +10,24 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import logging
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
 import duckdb
 
-from whatsray.outbox.ledger import DeadLetter, OutboundItem, OutboundLedger, OutboundRecord
+from whatsray.outbox.ledger import (
+    DeadLetter,
+    OutboundItem,
+    OutboundLedger,
+    OutboundRecord,
+    SendResult,
+    StatusWrite,
+)
 from whatsray.store import chat_writes, reads
 from whatsray.store.chat_writes import (
     CONTACT,
@@ -53,6 +61,7 @@ from whatsray.store.records import (
     MessageRecord,
     SessionSnapshot,
     ToolCallRecord,
+    TurnCommit,
     TurnRecord,
     chat_string,
 )
@@ -62,6 +71,8 @@ from whatsray.store.writer import GroupCommitWriter, WriteKind, WriteOp, WriterS
 from whatsray.whatsapp.events import ChatKey, MessageEvent
 
 __all__ = ["UNSET", "Store"]
+
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 P = TypeVar("P")
@@ -255,21 +266,41 @@ class Store(JobsMixin, OptInMixin):
         outbound: Sequence[OutboundItem] = (),
         session: SessionSnapshot | None = None,
         tool_calls: Sequence[ToolCallRecord] = (),
+        inputs: Sequence[MessageEvent] = (),
     ) -> list[bool]:
-        """A turn's results in one transaction: the turn and its tool calls (replacing any of an
-        earlier try), its replies recorded in the outbound ledger (pending; the outbox sends
-        them), and the session snapshot. Returns, per reply, whether it was new (False: already
-        recorded by an earlier try of this turn)."""
-        calls = tuple(tool_calls)
-        _check_tool_calls(turn, calls)
-        results = TurnResults(
-            self._now(),
-            turn=turn,
-            outbound=tuple(_prepare_outbound(item) for item in outbound),
-            session=_prepare_session(session) if session is not None else None,
-            tool_calls=calls,
+        """A turn's results in one transaction: its input messages (insert-if-absent), the turn
+        and its tool calls (replacing any of an earlier try), its replies recorded in the
+        outbound ledger (pending; the outbox sends them), and the session snapshot. Returns, per
+        reply, whether it was new (False: already recorded by an earlier try of this turn)."""
+        commit = TurnCommit(turn, tuple(inputs), tuple(outbound), session, tuple(tool_calls))
+        return await self._write(TURN_RESULTS, self._turn_results(commit))
+
+    async def commit_turns(self, commits: Sequence[TurnCommit]) -> list[list[bool] | Exception]:
+        """Many chats' turns in one call: each is `record_turn_results` of its parts, and they
+        share the writer's transaction (group commit). A bad turn fails alone: its entry is the
+        exception, the others are committed (`writer.py` isolates a failing write)."""
+        futures: list[asyncio.Future[list[bool]]] = []
+        for commit in commits:
+            try:
+                results = self._turn_results(commit)
+            except (ValueError, TypeError) as exc:  # bad input: this turn only
+                futures.append(_failed(exc))
+                continue
+            futures.append(asyncio.ensure_future(self._write(TURN_RESULTS, results)))
+        done = await asyncio.gather(*futures, return_exceptions=True)
+        return [d if isinstance(d, list) else _as_exception(d) for d in done]
+
+    def _turn_results(self, commit: TurnCommit) -> TurnResults:
+        _check_tool_calls(commit.turn, commit.tool_calls)
+        now = self._now()
+        return TurnResults(
+            now,
+            turn=commit.turn,
+            inbound=tuple(inbound_row(event, now) for event in commit.inputs),
+            outbound=tuple(_prepare_outbound(item) for item in commit.outbound),
+            session=_prepare_session(commit.session) if commit.session is not None else None,
+            tool_calls=commit.tool_calls,
         )
-        return await self._write(TURN_RESULTS, results)
 
     async def load_session(self, chat: ChatKey | str) -> SessionSnapshot | None:
         """What a session rebuilds from; None for a chat never seen."""
@@ -382,6 +413,31 @@ class Store(JobsMixin, OptInMixin):
             lambda conn: mark_dead_letter_replayed(conn, dead_letter_id, replay_outbound_id, at)
         )
 
+    async def write_behind(
+        self, sent: Sequence[SendResult], statuses: Sequence[StatusWrite]
+    ) -> None:
+        """The outbox's writes behind its sends, in one call: wamids (with attempt counts)
+        first, then status webhooks; queued together, so one transaction holds them (writer.py
+        applies `mark_sent` before `apply_status`). A write that fails alone is logged."""
+        if not self._open:
+            raise StoreClosedError("the store is not open")
+        now = self._now()
+        futures: list[Future[Any]] = [
+            self._writer.submit(SENT, Sent(s.outbound_id, s.wamid, now, s.attempts)) for s in sent
+        ]
+        futures += [
+            self._writer.submit(STATUS, StatusUpdate(u.wamid, u.status, u.at, u.error_code, now))
+            for u in statuses
+        ]
+        results = await asyncio.gather(
+            *(asyncio.wrap_future(f) for f in futures), return_exceptions=True
+        )
+        for result in results:
+            if isinstance(result, Exception):
+                log.warning("write behind a send failed: %s: %s", type(result).__name__, result)
+            elif isinstance(result, BaseException):
+                raise result
+
     async def apply_status(
         self, wamid: str, status: str, at: float, error_code: int | None
     ) -> str | None:
@@ -487,6 +543,18 @@ class Store(JobsMixin, OptInMixin):
             return True
 
         return await self._write_op(write)
+
+
+def _failed(exc: Exception) -> asyncio.Future[list[bool]]:
+    future: asyncio.Future[list[bool]] = asyncio.get_running_loop().create_future()
+    future.set_exception(exc)
+    return future
+
+
+def _as_exception(error: BaseException) -> Exception:
+    if isinstance(error, Exception):
+        return error
+    raise error  # a cancellation (or worse) is the caller's, not a failed turn
 
 
 def _first_outbound(result: duckdb.DuckDBPyConnection) -> OutboundRecord | None:
