@@ -65,6 +65,7 @@ class Pipeline:
     engine: ScriptedEngine
     hosts: list[SessionHostCore]
     make_host: Callable[[int], SessionHostCore]
+    outbox: Outbox
 
     async def restart_host(self, partition: int) -> None:
         """What Ray does to a killed SessionHost: a new one, built from scratch, same partition."""
@@ -78,6 +79,23 @@ class Pipeline:
         assert response.status_code == 200, response.text
         wamid: str = response.json()["wamid"]
         return wamid
+
+    async def quiet(self, within_s: float = 30.0) -> None:
+        """Until nothing is left to do anywhere (inbox, hosts, outbox, the emulator's webhooks),
+        twice in a row: then an absence ("no second reply") is proven, not hoped for."""
+        deadline = time.monotonic() + within_s
+        calm = 0
+        while calm < 2:
+            busy = [
+                *[await self.inbox.unfinished(p) for p in range(PARTITIONS)],
+                *[h.statuses.pending + h.committer.batcher.busy for h in self.hosts],
+                *[h.registry.stats().busy for h in self.hosts],
+                self.outbox.in_flight(),
+                self.emulator.delivery.pending,
+            ]
+            calm = calm + 1 if not any(busy) else 0
+            assert time.monotonic() < deadline, f"not quiet within {within_s} s: {busy}"
+            await asyncio.sleep(0.05)
 
     async def replies_to(self, user: str, count: int, within_s: float = 15.0) -> list[str]:
         """Wait until the emulator got `count` messages for `user`; return their texts."""
@@ -150,7 +168,7 @@ async def running_pipeline(
             engine = runtime.engines[0]  # the agents' engine (a fallback comes after it)
             assert isinstance(engine, ScriptedEngine)
             try:
-                yield Pipeline(emulator, graph_http, store, inbox, engine, hosts, make_host)
+                yield Pipeline(emulator, graph_http, store, inbox, engine, hosts, make_host, outbox)
             finally:
                 for host in hosts:
                     await host.close()
@@ -179,7 +197,7 @@ async def test_a_user_message_gets_one_reply(pipeline: Pipeline) -> None:
 async def test_a_webhook_delivered_five_times_is_answered_once(pipeline: Pipeline) -> None:
     await pipeline.user_says("15551230002", "only once", duplicates=5)
     assert await pipeline.replies_to("15551230002", 1) == ["echo: only once"]
-    await asyncio.sleep(0.5)  # give a wrong second turn the time to show up
+    await pipeline.quiet()
     assert len(pipeline.emulator.outbound(to="15551230002")) == 1
     assert await pipeline.store.count_turns() == 1
 
@@ -215,7 +233,7 @@ async def test_a_host_restarted_mid_turn_answers_exactly_once(pipeline: Pipeline
     await pipeline.engine.wait_for_calls(1)
     await pipeline.restart_host(partition)  # the turn dies uncommitted, so nothing was acked
     assert await pipeline.replies_to(user, 1) == ["echo: survive this"]
-    await asyncio.sleep(0.5)  # a duplicate reply would show up by now
+    await pipeline.quiet()
     assert len(pipeline.emulator.outbound(to=user)) == 1
     assert await pipeline.inbox.pending_count(partition) == 0
 
@@ -318,7 +336,7 @@ async def test_an_interrupted_tool_call_is_stored_cancelled_and_the_rerun_sees_i
         answered = [m.tool_call_id for m in rerun if m.role == "tool"]
         assert asked == answered and len(asked) == 1
         assert json.loads(rerun[-1].content)["error"].startswith("cancelled")
-        await asyncio.sleep(0.3)
+        await pipeline.quiet()
         assert len(pipeline.emulator.outbound(to=user)) == 1
 
 
@@ -403,3 +421,84 @@ async def test_a_fallback_engine_takes_the_turns_that_would_wait(
         assert pipeline.emulator.outbound(to="15551230201") == []  # still on the primary
         release.set()
         assert await pipeline.replies_to("15551230201", 1) == ["primary: slow question"]
+
+
+# --- batching (docs/hot-path.md) -------------------------------------------------------------
+
+
+async def eventually(check: Callable[[], bool], within_s: float = 15.0) -> None:
+    deadline = time.monotonic() + within_s
+    while not check():
+        assert time.monotonic() < deadline, "not reached in time"
+        await asyncio.sleep(0.01)
+
+
+async def test_turns_that_end_while_a_commit_is_in_flight_share_the_next_store_call(
+    pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    users = [f"1555124{i:04d}" for i in range(12)]
+    partition = partition_for(
+        ChatKey(phone_number_id=DEFAULT_PHONE_NUMBER_ID, user=users[0]), PARTITIONS
+    )
+    ours = [
+        u
+        for u in users
+        if partition_for(ChatKey(phone_number_id=DEFAULT_PHONE_NUMBER_ID, user=u), PARTITIONS)
+        == partition
+    ]
+    host = pipeline.hosts[partition]
+    release = asyncio.Event()
+    calls: list[int] = []
+    commit_turns = pipeline.store.commit_turns
+
+    async def held_first_call(commits: Any) -> Any:
+        calls.append(len(commits))
+        if len(calls) == 1:
+            await release.wait()  # the first commit is slow: the other turns queue behind it
+        return await commit_turns(commits)
+
+    monkeypatch.setattr(pipeline.store, "commit_turns", held_first_call)
+    await pipeline.user_says(ours[0], "first")
+    await eventually(lambda: bool(calls))
+    await asyncio.gather(*(pipeline.user_says(u, "next") for u in ours[1:]))
+    # Every other turn ends and waits to commit behind the first.
+    await eventually(lambda: host.committer.batcher.queued == len(ours) - 1)
+    release.set()
+    for user in ours:
+        assert len(await pipeline.replies_to(user, 1)) == 1
+    await pipeline.quiet()
+    assert calls == [1, len(ours) - 1]  # two store calls for all of these chats' turns
+    assert await pipeline.store.count_turns() == len(ours)
+
+
+async def test_a_crash_between_the_commit_and_the_ack_redelivers_and_sends_nothing_new(
+    pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    user = "15551250001"
+    partition = partition_for(
+        ChatKey(phone_number_id=DEFAULT_PHONE_NUMBER_ID, user=user), PARTITIONS
+    )
+    acked: list[str] = []
+    ack = pipeline.inbox.ack
+
+    async def lost_acks(p: int, tokens: Sequence[str]) -> int:
+        if p != partition:
+            return await ack(p, tokens)
+        acked.extend(tokens)  # the host dies before its XACK reaches Redis
+        return 0
+
+    monkeypatch.setattr(pipeline.inbox, "ack", lost_acks)
+    await pipeline.user_says(user, "once only")
+    assert await pipeline.replies_to(user, 1) == ["echo: once only"]
+    await eventually(lambda: bool(acked))
+    assert await pipeline.inbox.pending_count(partition) >= 1  # committed, never acked
+    monkeypatch.setattr(pipeline.inbox, "ack", ack)
+    turns, outbound = await pipeline.store.count_turns(), await pipeline.store.count_outbound()
+
+    await pipeline.restart_host(partition)  # what Ray does: the pending entries come back
+    await pipeline.quiet()
+
+    assert len(pipeline.emulator.outbound(to=user)) == 1
+    assert await pipeline.store.count_turns() == turns
+    assert await pipeline.store.count_outbound() == outbound
+    assert await pipeline.inbox.pending_count(partition) == 0

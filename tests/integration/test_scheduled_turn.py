@@ -5,7 +5,6 @@ writing: the chat's 24-hour window and contact stay as the user left them."""
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -68,7 +67,7 @@ async def test_a_reminder_is_answered_by_the_agent_once_and_opens_no_window(
             ]
         )
         assert again.outcomes[0].duplicate and again.outcomes[0].entry_id == run.entry_id
-        await asyncio.sleep(1.5)  # a second reply would have come by now
+        await pipeline.quiet()  # a second reply would be there once all is quiet
         assert len(await pipeline.replies_to(user, 3, within_s=0)) == 2
     finally:
         await scheduler.close()

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import pytest
@@ -23,6 +24,8 @@ from whatsray.store import (
     Store,
     StoreClosedError,
     StoreWriteError,
+    ToolCallRecord,
+    TurnCommit,
     TurnRecord,
     UnknownOutboundError,
 )
@@ -361,3 +364,56 @@ async def test_list_chats_most_recent_first(store: Store, clock: FakeClock) -> N
         await store.list_chats(limit=0)
     with pytest.raises(ValueError, match="cannot count"):
         await store.count("nope")
+
+
+# -- many chats' turns in one call (docs/hot-path.md) ------------------------------------------
+
+
+def _call(turn_id: str) -> ToolCallRecord:
+    return ToolCallRecord(turn_id=turn_id, idx=0, call_id="c1", name="x", result="{}", status="ok")
+
+
+def _commit(user: str, turn_id: str, **turn: Any) -> TurnCommit:
+    wamid = f"w-{turn_id}"
+    record = TurnRecord(
+        turn_id=turn_id, chat=chat(user), input_ids=(wamid,), started_at=1.0, **turn
+    )
+    return TurnCommit(
+        record,
+        inputs=(inbound(wamid, user=user),),
+        outbound=(outbound(f"{turn_id}:0", user=user, turn_id=turn_id),),
+        session=SessionSnapshot(chat=chat(user), agent="assistant", last_inbound_at=5.0),
+    )
+
+
+async def test_many_turns_commit_in_one_transaction_with_their_inputs(store: Store) -> None:
+    commits = [_commit(f"1650555{i:04d}", f"t{i}") for i in range(20)]
+    before = store.stats.commits
+    results = await store.commit_turns(commits)
+    assert results == [[True]] * 20
+    assert store.stats.commits - before == 1  # one DuckDB transaction for all of them
+    for i in range(20):
+        message = await store.get_message(f"w-t{i}")
+        assert message is not None and message.turn_id == f"t{i}"  # input stored, consumed
+        assert (await store.get_outbound(f"t{i}:0")) is not None
+    # A retry of the same turns records nothing new.
+    assert await store.commit_turns(commits) == [[False]] * 20
+    assert await store.count_turns() == 20
+    assert await store.count("messages", direction="in") == 20
+
+
+async def test_a_bad_turn_in_a_batch_fails_alone(store: Store) -> None:
+    good, later = _commit("16505550001", "ok1"), _commit("16505550002", "ok2")
+    refused = _commit("16505550003", "bad-call")  # refused before it reaches the database
+    refused = TurnCommit(refused.turn, refused.inputs, tool_calls=(_call("other"),))
+    broken = _commit("16505550004", "bad-row", tokens_in=2**70)  # DuckDB refuses the BIGINT
+    results = await store.commit_turns([good, refused, broken, later])
+    assert results[0] == [True] and results[3] == [True]
+    assert isinstance(results[1], ValueError)
+    assert isinstance(results[2], StoreWriteError)
+    assert {t for t in ("ok1", "ok2", "bad-call", "bad-row") if await store.get_turn(t)} == {
+        "ok1",
+        "ok2",
+    }
+    assert await store.get_message("w-bad-row") is None  # its input went with it
+    assert await store.get_outbound("bad-row:0") is None

@@ -62,6 +62,16 @@ class Admin:
         assert await self.store.get_message(wamid) is not None  # the webhook's 200 = stored
         return wamid
 
+    async def quiet(self, within_s: float = 30.0) -> None:
+        """Until the outbox and the emulator's webhooks have nothing left to do, twice in a row."""
+        deadline = time.monotonic() + within_s
+        calm = 0
+        while calm < 2:
+            busy = self.outbox.in_flight() + self.emulator.delivery.pending
+            calm = calm + 1 if busy == 0 else 0
+            assert time.monotonic() < deadline, f"not quiet within {within_s} s"
+            await asyncio.sleep(0.05)
+
     async def settled(self, outbound_id: str, within_s: float = 10.0) -> OutboundRecord:
         """The record once the outbox is done with it (no longer pending)."""
         deadline = time.monotonic() + within_s

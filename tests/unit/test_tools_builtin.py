@@ -27,10 +27,9 @@ from whatsray.outbox.ledger import OutboundItem
 from whatsray.pipeline.committer import TurnCommitter
 from whatsray.pipeline.relays import ReadReceipts
 from whatsray.pipeline.turn_runner import TurnRunner
-from whatsray.store.records import TurnCommit
 from whatsray.session.turns import ToolCallJournal, ToolCallStatus, TurnOutcome, TurnRequest
 from whatsray.settings import SettingsError, load_settings
-from whatsray.store.records import Contact
+from whatsray.store.records import Contact, TurnCommit
 from whatsray.tools import PlatformToolServices
 from whatsray.whatsapp.events import ChatKey, MessageEvent, MessageType
 from whatsray.whatsapp.message_content import TextContent

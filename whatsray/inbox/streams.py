@@ -336,6 +336,22 @@ class Inbox:
                 raise
         return int(summary["pending"])
 
+    async def unfinished(self, partition: int) -> int:
+        """Entries of the partition not done yet: delivered and not acked, plus those the group
+        has not read (its lag). 0 means the partition is quiet."""
+        with _translated_errors("unfinished"):
+            try:
+                groups = await self._redis.xinfo_groups(self.stream_key(partition))
+            except ResponseError as exc:
+                if str(exc).startswith("ERR no such key"):
+                    return 0
+                raise
+        for group in groups:
+            name = group["name"]
+            if (name.decode() if isinstance(name, bytes) else name) == self.group:
+                return int(group["pending"]) + int(group.get("lag") or 0)
+        return await self.length(partition)  # no group yet: nothing was read
+
     async def length(self, partition: int) -> int:
         """Entries in the partition's stream, acked or not (until `maxlen` trims them)."""
         with _translated_errors("length"):

@@ -279,16 +279,21 @@ class Store(JobsMixin, OptInMixin):
         """Many chats' turns in one call: each is `record_turn_results` of its parts, and they
         share the writer's transaction (group commit). A bad turn fails alone: its entry is the
         exception, the others are committed (`writer.py` isolates a failing write)."""
-        futures: list[asyncio.Future[list[bool]]] = []
+        if not self._open:
+            raise StoreClosedError("the store is not open")
+        outcome: list[list[bool] | Exception] = []
+        valid: list[TurnResults] = []
         for commit in commits:
             try:
-                results = self._turn_results(commit)
+                valid.append(self._turn_results(commit))
+                outcome.append([])  # placeholder: filled once committed
             except (ValueError, TypeError) as exc:  # bad input: this turn only
-                futures.append(_failed(exc))
-                continue
-            futures.append(asyncio.ensure_future(self._write(TURN_RESULTS, results)))
-        done = await asyncio.gather(*futures, return_exceptions=True)
-        return [d if isinstance(d, list) else _as_exception(d) for d in done]
+                outcome.append(exc)
+        futures = self._writer.submit_many(TURN_RESULTS, valid)
+        done = iter(
+            await asyncio.gather(*(asyncio.wrap_future(f) for f in futures), return_exceptions=True)
+        )
+        return [o if isinstance(o, Exception) else _as_outcome(next(done)) for o in outcome]
 
     def _turn_results(self, commit: TurnCommit) -> TurnResults:
         _check_tool_calls(commit.turn, commit.tool_calls)
@@ -423,11 +428,12 @@ class Store(JobsMixin, OptInMixin):
             raise StoreClosedError("the store is not open")
         now = self._now()
         futures: list[Future[Any]] = [
-            self._writer.submit(SENT, Sent(s.outbound_id, s.wamid, now, s.attempts)) for s in sent
-        ]
-        futures += [
-            self._writer.submit(STATUS, StatusUpdate(u.wamid, u.status, u.at, u.error_code, now))
-            for u in statuses
+            *self._writer.submit_many(
+                SENT, [Sent(s.outbound_id, s.wamid, now, s.attempts) for s in sent]
+            ),
+            *self._writer.submit_many(
+                STATUS, [StatusUpdate(u.wamid, u.status, u.at, u.error_code, now) for u in statuses]
+            ),
         ]
         results = await asyncio.gather(
             *(asyncio.wrap_future(f) for f in futures), return_exceptions=True
@@ -545,16 +551,10 @@ class Store(JobsMixin, OptInMixin):
         return await self._write_op(write)
 
 
-def _failed(exc: Exception) -> asyncio.Future[list[bool]]:
-    future: asyncio.Future[list[bool]] = asyncio.get_running_loop().create_future()
-    future.set_exception(exc)
-    return future
-
-
-def _as_exception(error: BaseException) -> Exception:
-    if isinstance(error, Exception):
-        return error
-    raise error  # a cancellation (or worse) is the caller's, not a failed turn
+def _as_outcome(result: list[bool] | BaseException) -> list[bool] | Exception:
+    if isinstance(result, BaseException) and not isinstance(result, Exception):
+        raise result  # a cancellation (or worse) is the caller's, not a failed turn
+    return result
 
 
 def _first_outbound(result: duckdb.DuckDBPyConnection) -> OutboundRecord | None:

@@ -121,7 +121,7 @@ class GroupCommitWriter:
         self._interval = batch_interval_s
         self._max_batch = max_batch
         self._name = name
-        self._queue: queue.SimpleQueue[_Pending | _Stop] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[_Pending | list[_Pending] | _Stop] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._accepting = False
         self._thread: threading.Thread | None = None
@@ -161,6 +161,15 @@ class GroupCommitWriter:
                 raise StoreClosedError("the store is not open for writes")
             self._queue.put(_Pending(kind, param, future))
         return future
+
+    def submit_many(self, kind: WriteKind[P, R], params: Sequence[P]) -> list[Future[R]]:
+        """Queue writes that go into one batch together (one transaction, unless one fails)."""
+        bundle = [_Pending(kind, param, Future()) for param in params]
+        with self._lock:
+            if not self._accepting:
+                raise StoreClosedError("the store is not open for writes")
+            self._queue.put(bundle)
+        return [pending.future for pending in bundle]
 
     def submit_op(self, op: WriteOp[R]) -> Future[R]:
         """Queue a function of the connection (the `SINGLE` kind)."""
@@ -226,7 +235,7 @@ class GroupCommitWriter:
         item = self._queue.get()
         if isinstance(item, _Stop):
             return item
-        batch.append(item)
+        _add(batch, item)
         stop = self._take(batch, None)
         if stop is None and (len(batch) > 1 or self._last_batch > 1) and self._interval > 0:
             stop = self._take(batch, time.monotonic() + self._interval)
@@ -247,7 +256,7 @@ class GroupCommitWriter:
                 return None
             if isinstance(item, _Stop):
                 return item
-            batch.append(item)
+            _add(batch, item)
         return None
 
     def _apply(self, conn: duckdb.DuckDBPyConnection, batch: list[_Pending]) -> None:
@@ -301,8 +310,17 @@ class GroupCommitWriter:
                 return
             if isinstance(item, _Stop):
                 item.future.set_result(None)
-            elif item.future.set_running_or_notify_cancel():
-                item.future.set_exception(exc)
+                continue
+            for pending in item if isinstance(item, list) else [item]:
+                if pending.future.set_running_or_notify_cancel():
+                    pending.future.set_exception(exc)
+
+
+def _add(batch: list[_Pending], item: _Pending | list[_Pending]) -> None:
+    if isinstance(item, list):
+        batch.extend(item)  # a bundle stays whole, even past max_batch
+    else:
+        batch.append(item)
 
 
 def _apply_kind(
