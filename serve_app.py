@@ -16,6 +16,7 @@ import ray
 from ray import serve
 
 from actors.agents import AgentWorker, RouterActor, load_config
+from actors.handles import PlatformHandles
 from actors.ingress import Ingress
 from actors.llm_deployment import build_llm_app
 from actors.local_services import LocalServices
@@ -28,6 +29,25 @@ from whatsray.settings import Settings, load_settings, resolve_local_secrets
 from whatsray.whatsapp.emulator import DEFAULT_PHONE_NUMBER_ID, EmulatorConfig
 
 NAMESPACE = "whatsray"
+
+# The actors' names (in NAMESPACE): tests and tools find them by these.
+LOCAL_SERVICES_NAME = "local-services"
+STORE_NAME = "store"
+SCHEDULER_NAME = "scheduler"
+ROUTER_NAME = "router"
+
+
+def outbox_name(phone_number_id: str) -> str:
+    return f"outbox-{phone_number_id}"
+
+
+def session_host_name(partition: int) -> str:
+    return f"session-host-{partition}"
+
+
+def agent_worker_name(agent: str, index: int) -> str:
+    return f"agent-{agent}-{index}"
+
 
 # I/O-bound actors: no CPU reserved (a 2-core node would otherwise fit two), many calls at once.
 ACTOR_OPTIONS: dict[str, Any] = {
@@ -62,7 +82,7 @@ class Platform:
     def phone_number_ids(self) -> list[str]:
         return self.settings.phone_number_ids or [DEFAULT_PHONE_NUMBER_ID]
 
-    async def start(self, llm: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    async def start(self, llm: Mapping[str, Any] | None = None) -> PlatformHandles:
         """`llm`: the handles of the app's vLLM deployments, by engine key (Serve resolves the
         bound deployments of `build_app` into handles before the ingress calls this)."""
         s = self.settings
@@ -74,7 +94,7 @@ class Platform:
         if local:
             services = self._actor(
                 LocalServices,
-                "local-services",
+                LOCAL_SERVICES_NAME,
                 str(s.data_dir),
                 s.emulator_port,
                 EmulatorConfig(
@@ -90,11 +110,11 @@ class Platform:
             redis_url = urls["redis"]
             graph_url = emulator_url = urls["emulator"]
         assert redis_url is not None, "settings validation requires a Redis URL on a cluster"
-        store = self._actor(StoreActor, "store", str(s.data_dir / "whatsray.duckdb"))
+        store = self._actor(StoreActor, STORE_NAME, str(s.data_dir / "whatsray.duckdb"))
         outboxes = {
             pnid: self._actor(
                 OutboxActor,
-                f"outbox-{pnid}",
+                outbox_name(pnid),
                 pnid,
                 store,
                 access_token=_secret(s, "access_token"),
@@ -108,7 +128,7 @@ class Platform:
         # Reminders go to the chats' inbox partitions; system jobs use the store and outboxes.
         scheduler = self._actor(
             SchedulerActor,
-            "scheduler",
+            SCHEDULER_NAME,
             redis_url=redis_url,
             partitions=s.partitions,
             store=store,
@@ -119,14 +139,14 @@ class Platform:
             config_jobs=config_jobs,
         )
         agents_file, override = str(s.agents_file), s.engine_override
-        router = self._actor(RouterActor, "router", agents_file, override, llm=llm)
+        router = self._actor(RouterActor, ROUTER_NAME, agents_file, override, llm=llm)
         # Workers reach the store, the outboxes and the scheduler through their tools
         # (docs/tools.md); the default zone resolves the times of reminders.
         workers = {
             name: [
                 self._actor(
                     AgentWorker,
-                    f"agent-{name}-{i}",
+                    agent_worker_name(name, i),
                     agents_file,
                     name,
                     override,
@@ -141,10 +161,11 @@ class Platform:
             ]
             for name in load_config(agents_file, override).names
         }
+        host_names = [session_host_name(p) for p in range(s.partitions)]
         hosts = [
             self._actor(
                 SessionHost,
-                f"session-host-{p}",
+                host_names[p],
                 p,
                 redis_url=redis_url,
                 partitions=s.partitions,
@@ -157,25 +178,27 @@ class Platform:
                 idle_timeout_s=s.session_idle_timeout_s,
                 operator_number=s.operator_number,
                 handoff_release_after_s=s.handoff_release_after_s,
+                peer_names=host_names,  # a handoff change reaches the host holding the chat
+                namespace=NAMESPACE,
             )
             for p in range(s.partitions)
         ]
-        return {
-            "redis_url": redis_url,
-            "partitions": s.partitions,
-            "app_secret": _secret(s, "app_secret"),
-            "verify_token": _secret(s, "verify_token"),
-            "admin_token": _secret(s, "admin_token"),
-            "phone_number_ids": self.phone_number_ids,
-            "emulator_url": emulator_url,
-            "store": store,
-            "outboxes": outboxes,
-            "router": router,
-            "agent_workers": workers,
-            "session_hosts": hosts,
-            "scheduler": scheduler,
-            "llm": llm,
-        }
+        return PlatformHandles(
+            redis_url=redis_url,
+            partitions=s.partitions,
+            app_secret=_secret(s, "app_secret"),
+            verify_token=_secret(s, "verify_token"),
+            admin_token=_secret(s, "admin_token"),
+            phone_number_ids=tuple(self.phone_number_ids),
+            emulator_url=emulator_url,
+            store=store,
+            outboxes=outboxes,
+            router=router,
+            agent_workers=workers,
+            session_hosts=tuple(hosts),
+            scheduler=scheduler,
+            llm=llm,
+        )
 
 
 def build_app(settings: Settings | None = None) -> Any:

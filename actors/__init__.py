@@ -1,6 +1,7 @@
 """The Ray edge: one short module per actor or deployment, each a thin shell over `whatsray/`.
 
 Names, namespaces and options are not chosen here: `serve_app.py` (the composition root) applies
-them. Actors talk to each other through `ActorProxy`, which makes a handle look like the plain
-object it wraps, so the Ray-free pipeline code runs unchanged on either side.
+them. Each actor serves its methods directly (`handle.record_inbound.remote(event)`), and the
+Ray-free code reaches an actor through a typed client (`actors.clients`) that implements the
+protocol it takes, and counts each call.
 """

@@ -2,28 +2,24 @@
 
 Both build their engines from `agents.yaml` inside the actor, so a llama.cpp model is loaded by the
 process that uses it. Workers also get the Store, Outbox and Scheduler actor handles, the operator
-number and the default time zone: the agent's tools reach the platform through them
-(`PlatformToolServices` over `ActorProxy`s; the scheduler's proxy is the reminder tools'
-`JobsPort`).
+number and the default time zone: the agent's tools reach the platform through typed clients of
+those actors (`PlatformToolServices` over `ToolStoreClient`, `ToolOutboxClient` and, for the
+reminder tools, `JobsClient`).
 
-A turn crosses from the SessionHost to a worker as a Ray streaming generator: the worker yields
-each tool call's `started` / `finished` as it happens and the `AgentTurnResult` last; `AgentPool`
-applies the events to the session's journal. When the session cancels the turn (an interrupt, a
-timeout), the pool cancels the remote generator, which cancels the agent's task in the worker.
+A turn crosses from the SessionHost to a worker as a Ray streaming generator (`turn`; the
+SessionHost's side is `actors.clients.AgentPool`): the worker yields each tool call's `started` /
+`finished` as it happens and the `AgentTurnResult` last. Cancelling the remote generator cancels
+the agent's task in the worker.
 """
 
 from __future__ import annotations
 
-import asyncio
-import itertools
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
-import ray
-
+from actors.clients import JobsClient, ToolOutboxClient, ToolStoreClient
 from actors.llm_client import DeploymentEngine
-from actors.proxy import ActorProxy, Forwarder
 from whatsray.agents import (
     Agent,
     AgentTurnRequest,
@@ -33,12 +29,12 @@ from whatsray.agents import (
     load_agents_config,
     stream_turn,
 )
-from whatsray.agents.backpressure import AgentLoad, combine_loads, gate
+from whatsray.agents.backpressure import AgentLoad, gate
 from whatsray.agents.config import AgentsConfig, EngineSpec
+from whatsray.agents.router import RouteDecision, RouteRequest
+from whatsray.calls import calls
 from whatsray.llm import ChatEngine, build_engine
-from whatsray.scheduling import JobsPort
-from whatsray.session.turns import ToolCallJournal
-from whatsray.tools import OptInStore, PlatformToolServices, ToolOutbox, ToolServices, ToolStore
+from whatsray.tools import PlatformToolServices, ToolServices
 
 
 def load_config(path: str, engine_override: str | None) -> AgentsConfig:
@@ -67,13 +63,16 @@ class RouterActor:
         config = load_config(agents_file, engine_override)
         spec = config.classifier_engine()
         self._router = Router(config, build_actor_engine(spec, llm) if spec else None)
-        self._forward = Forwarder(self._router, ("route",))
 
-    async def call(self, method: str, *args: Any, **kwargs: Any) -> Any:
-        return await self._forward.call(method, *args, **kwargs)
+    async def route(self, request: RouteRequest) -> RouteDecision:
+        return await self._router.route(request)
 
     async def counts(self) -> dict[str, Any]:
+        """The router's decisions by reason, and its fallbacks by cause."""
         return dict(self._router.counts)
+
+    async def call_counts(self) -> dict[str, int]:
+        return calls.snapshot()
 
 
 def tool_services(
@@ -87,15 +86,15 @@ def tool_services(
     scheduler handle the reminder tools answer that reminders are not available."""
     if store is None:
         return None
-    proxies = {pnid: cast(ToolOutbox, ActorProxy(h)) for pnid, h in (outboxes or {}).items()}
-    store_proxy = ActorProxy(store)
+    outbox_clients = {pnid: ToolOutboxClient(h) for pnid, h in (outboxes or {}).items()}
+    store_client = ToolStoreClient(store)
     return PlatformToolServices(
-        cast(ToolStore, store_proxy),
-        proxies.__getitem__,
+        store_client,
+        outbox_clients.__getitem__,
         operator_number=operator_number,
-        jobs=None if scheduler is None else cast(JobsPort, ActorProxy(scheduler)),
+        jobs=None if scheduler is None else JobsClient(scheduler),
         default_timezone=default_timezone,
-        opt_in=cast(OptInStore, store_proxy),
+        opt_in=store_client,
     )
 
 
@@ -121,10 +120,6 @@ class AgentWorker:
         services = tool_services(store, outboxes, operator_number, scheduler, default_timezone)
         # Turns queue here, fair across chats, for a slot on the engine (backpressure).
         self._agent = gate(Agent(spec, engine, services=services), spec.backpressure, fallback)
-        self._forward = Forwarder(self._agent, ("run", "load"))
-
-    async def call(self, method: str, *args: Any, **kwargs: Any) -> Any:
-        return await self._forward.call(method, *args, **kwargs)
 
     async def turn(
         self, request: AgentTurnRequest
@@ -134,41 +129,9 @@ class AgentWorker:
         async for item in stream_turn(self._agent, request):
             yield item
 
+    async def load(self) -> AgentLoad:
+        """This worker's inference load (its admission queue and its engine)."""
+        return await self._agent.load()
 
-class AgentPool:
-    """`AgentsPort` over actor handles: round robin across each agent's workers."""
-
-    def __init__(self, workers: Mapping[str, Sequence[Any]]) -> None:
-        self._workers = {name: list(handles) for name, handles in workers.items()}
-        self._next: dict[str, Iterator[Any]] = {
-            name: itertools.cycle(handles) for name, handles in self._workers.items()
-        }
-
-    async def run(
-        self, agent: str, request: AgentTurnRequest, journal: ToolCallJournal
-    ) -> AgentTurnResult:
-        worker = next(self._next[agent])
-        stream = worker.turn.options(num_returns="streaming").remote(request)
-        result: AgentTurnResult | None = None
-        try:
-            async for ref in stream:
-                item = await ref
-                if isinstance(item, JournalEvent):
-                    item.apply(journal)
-                elif isinstance(item, AgentTurnResult):
-                    result = item
-        except asyncio.CancelledError:
-            ray.cancel(stream)  # the turn stops in the worker too (its tool call is cancelled)
-            raise
-        if result is None:
-            raise RuntimeError(f"agent {agent!r} ended its turn {request.turn_id} without a result")
-        return result
-
-    async def load(self, agent: str) -> AgentLoad:
-        """The agent's inference load over all its workers."""
-        workers = self._workers[agent]
-        loads = await asyncio.gather(*(w.call.remote("load") for w in workers))
-        return combine_loads(agent, loads)
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (AgentPool, (self._workers,))
+    async def call_counts(self) -> dict[str, int]:
+        return calls.snapshot()

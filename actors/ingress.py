@@ -8,25 +8,30 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Any, cast
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
 
 from fastapi import Depends, FastAPI, Header, HTTPException
 from fastapi.responses import JSONResponse
 from starlette.routing import BaseRoute
 
-from actors.agents import AgentPool
+from actors.clients import (
+    AdminOutboxClient,
+    AdminStoreClient,
+    AgentPool,
+    JobsClient,
+    ProbeClient,
+    SessionHostClient,
+)
+from actors.handles import PlatformHandles
 from actors.llm_client import HandleBackend
-from actors.proxy import ActorProxy
 from whatsray.admin import create_admin_router
 from whatsray.admin.auth import BearerAuth
 from whatsray.admin.jobs_api import create_jobs_router
+from whatsray.calls import calls
 from whatsray.inbox import Inbox, partition_for
 from whatsray.llm.openai_server import openai_router
-from whatsray.outbox import Outbox
 from whatsray.pipeline.ingest import InboxSink
-from whatsray.scheduling import JobsPort
-from whatsray.store import Store
 from whatsray.whatsapp.events import ChatKey
 from whatsray.whatsapp.webhook_receiver import webhook_routes
 
@@ -38,39 +43,45 @@ READY_TIMEOUT_S = 2.0
 class Ingress:
     async def __init__(  # type: ignore[misc]  # Serve awaits async constructors
         self,
-        start: Callable[[Mapping[str, Any]], Awaitable[dict[str, Any]]],
+        start: Callable[[Mapping[str, Any]], Awaitable[PlatformHandles]],
         llm: Mapping[str, Any] | None = None,
     ) -> None:
         # `start` (from the composition root) creates or finds every actor of the platform;
         # `llm` holds the handles of the app's vLLM deployments, by engine key.
-        self.platform = await start(llm or {})
+        self.platform = platform = await start(llm or {})
         self._llm_backends = {
             key: HandleBackend(handle, await handle.models.remote())
             for key, handle in (llm or {}).items()
         }
-        self._inbox = Inbox.from_url(
-            self.platform["redis_url"], partitions=self.platform["partitions"]
-        )
+        self._inbox = Inbox.from_url(platform.redis_url, partitions=platform.partitions)
+        self._hosts = [SessionHostClient(h) for h in platform.session_hosts]
+        self._agents = AgentPool(platform.agent_workers)
+        self._probes = {
+            "store": ProbeClient(platform.store, "store"),
+            "scheduler": ProbeClient(platform.scheduler, "scheduler"),
+            **{
+                f"session_host_{p}": ProbeClient(h, "session_host")
+                for p, h in enumerate(platform.session_hosts)
+            },
+        }
 
     def __serve_build_asgi_app__(self) -> FastAPI:
         platform = self.platform
         routes: list[BaseRoute] = [
             *webhook_routes(
-                app_secret=platform["app_secret"],
-                verify_token=platform["verify_token"],
+                app_secret=platform.app_secret,
+                verify_token=platform.verify_token,
                 on_events=InboxSink(self._inbox),
             )
         ]
         app = FastAPI(title="whatsray", routes=routes)
-        outboxes = {
-            pnid: cast(Outbox, ActorProxy(handle)) for pnid, handle in platform["outboxes"].items()
-        }
+        outboxes = {pnid: AdminOutboxClient(h) for pnid, h in platform.outboxes.items()}
         app.include_router(
             create_admin_router(
-                admin_token=platform["admin_token"],
-                store=cast(Store, ActorProxy(platform["store"])),
+                admin_token=platform.admin_token,
+                store=AdminStoreClient(platform.store),
                 outbox_for=outboxes.__getitem__,
-                phone_number_ids=platform["phone_number_ids"],
+                phone_number_ids=platform.phone_number_ids,
                 inference=self.inference_report,
                 handoff=self.set_handoff,
             )
@@ -78,13 +89,13 @@ class Ingress:
 
         app.include_router(
             create_jobs_router(
-                admin_token=platform["admin_token"],
-                jobs=cast(JobsPort, ActorProxy(platform["scheduler"])),
+                admin_token=platform.admin_token,
+                jobs=JobsClient(platform.scheduler),
             )
         )
 
         # The vLLM deployments' OpenAI API, for anything else than the agents (admin token).
-        auth = BearerAuth(platform["admin_token"])
+        auth = BearerAuth(platform.admin_token)
 
         async def admin_only(authorization: str | None = Header(None)) -> None:
             failure = auth.check(authorization)
@@ -104,49 +115,37 @@ class Ingress:
         async def ready() -> JSONResponse:
             checks = await self.readiness()
             body: dict[str, Any] = {"ready": all(checks.values()), "checks": checks}
-            if platform.get("emulator_url"):
-                body["emulator_url"] = platform["emulator_url"]
+            if platform.emulator_url:
+                body["emulator_url"] = platform.emulator_url
             return JSONResponse(body, status_code=200 if body["ready"] else 503)
 
         return app
 
     async def set_handoff(self, chat: str, on: bool) -> None:
         """Through the SessionHost that owns the chat, so its live session sees the flag."""
-        hosts = self.platform["session_hosts"]
-        partition = partition_for(ChatKey.parse(chat), self.platform["partitions"])
-        await hosts[partition].set_handoff.remote(chat, on)
+        partition = partition_for(ChatKey.parse(chat), self.platform.partitions)
+        await self._hosts[partition].set_handoff(chat, on)
 
     async def inference_report(self) -> dict[str, Any]:
         """Each agent's inference load over its workers, and the host's "one moment" counts."""
-        pool = AgentPool(self.platform["agent_workers"])
-        loads = await asyncio.gather(*(pool.load(name) for name in self.platform["agent_workers"]))
-        hosts = await asyncio.gather(*(h.stats.remote() for h in self.platform["session_hosts"]))
+        agents = self.platform.agent_workers
+        loads = await asyncio.gather(*(self._agents.load(name) for name in agents))
+        hosts = await asyncio.gather(*(h.stats() for h in self._hosts))
         return {
             "agents": [load.as_dict() for load in loads],
             "notices_sent": sum(h.get("notices_sent", 0) for h in hosts),
             "typing_refreshes": sum(h.get("typing_refreshes", 0) for h in hosts),
         }
 
+    async def call_counts(self) -> dict[str, int]:
+        """The calls this replica made (through a deployment handle: `call_counts.remote()`)."""
+        return calls.snapshot()
+
     async def readiness(self) -> dict[str, bool]:
-        hosts: Sequence[Any] = self.platform["session_hosts"]
-        names = [
-            "inbox",
-            "store",
-            "scheduler",
-            *(f"session_host_{p}" for p in range(len(hosts))),
-        ]
-        probes = [
-            self._inbox.ping(),
-            self.platform["store"].call.remote("ping"),
-            self.platform["scheduler"].ping.remote(),
-            *(host.ping.remote() for host in hosts),
-        ]
+        names = ["inbox", *self._probes]
+        probes = [self._inbox.ping(), *(probe.ping() for probe in self._probes.values())]
         results = await asyncio.gather(
-            *(asyncio.wait_for(_awaitable(p), READY_TIMEOUT_S) for p in probes),
+            *(asyncio.wait_for(p, READY_TIMEOUT_S) for p in probes),
             return_exceptions=True,
         )
         return {name: result is True for name, result in zip(names, results, strict=True)}
-
-
-async def _awaitable(probe: Any) -> Any:
-    return await probe

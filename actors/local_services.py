@@ -10,6 +10,7 @@ from pathlib import Path
 
 import uvicorn
 
+from whatsray.calls import calls
 from whatsray.inbox import EmbeddedValkey
 from whatsray.whatsapp.emulator import EmulatorConfig, create_emulator_app
 
@@ -37,6 +38,9 @@ class LocalServices:
 
     async def urls(self) -> dict[str, str]:
         return {"redis": self._redis_url, "emulator": self._emulator_url}
+
+    async def call_counts(self) -> dict[str, int]:
+        return calls.snapshot()  # none: it serves, and calls no other actor
 
     async def stop(self) -> None:
         self._server.should_exit = True

@@ -1,22 +1,26 @@
-"""The Outbox actor: one per business number, the single owner of that number's rate limits."""
+"""The Outbox actor: one per business number, the single owner of that number's rate limits.
+
+It serves the methods below and no others: what the outbox clients (`actors.clients.outbox`)
+call, `in_flight` (how the tests wait for quiet), and the counters.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, cast
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import httpx
 
-from actors.proxy import ActorProxy, Forwarder
+from actors.clients import LedgerClient
+from whatsray.calls import calls
 from whatsray.outbox import Outbox, load_templates
-from whatsray.outbox.ledger import OutboundLedger
-from whatsray.store import Store
+from whatsray.outbox.ledger import OutboundItem, OutboundRecord
+from whatsray.whatsapp.events import StatusEvent
 from whatsray.whatsapp.graph_client import GraphClient
 
 log = logging.getLogger(__name__)
-
-OUTBOX_METHODS = ("dispatch", "submit", "apply_status", "mark_read", "replay_dead_letter")
 
 
 class OutboxActor:
@@ -33,12 +37,7 @@ class OutboxActor:
     ) -> None:
         self._http = httpx.AsyncClient(timeout=httpx.Timeout(30.0, connect=5.0))
         # The Store actor serves both the outbound ledger and the chats' 24 h windows.
-        ledger = cast(Store, ActorProxy(store))
-
-        async def window(chat: str) -> float | None:
-            record = await ledger.get_chat(chat)
-            return None if record is None else record.last_inbound_at
-
+        ledger = LedgerClient(store)
         graph = GraphClient(
             self._http,
             access_token,
@@ -49,19 +48,40 @@ class OutboxActor:
         self._outbox = Outbox(
             phone_number_id,
             graph,
-            cast(OutboundLedger, ledger),
+            ledger,
             throughput_mps=throughput_mps,
-            window_lookup=window,
+            window_lookup=ledger.window,
             # Invalid templates fail the actor's start with the loader's message (as at load).
             templates=load_templates(templates_file),
         )
-        self._forward = Forwarder(self._outbox, OUTBOX_METHODS)
         # After a crash: send what the last incarnation recorded but never finished.
         self._resumed = asyncio.get_running_loop().create_task(self._outbox.resume_pending())
 
-    async def call(self, method: str, *args: Any, **kwargs: Any) -> Any:
-        return await self._forward.call(method, *args, **kwargs)
+    async def dispatch(
+        self,
+        items: Sequence[OutboundItem],
+        fresh: Sequence[bool] | None = None,
+        windows: Mapping[str, float | None] | None = None,
+    ) -> None:
+        return await self._outbox.dispatch(items, fresh, windows)
+
+    async def apply_statuses(self, events: Sequence[StatusEvent]) -> list[str | None]:
+        return await self._outbox.apply_statuses(events)
+
+    async def mark_reads(self, message_ids: Sequence[str], typing_indicator: bool = True) -> None:
+        return await self._outbox.mark_reads(message_ids, typing_indicator)
+
+    async def replay_dead_letter(self, dead_letter_id: str) -> OutboundRecord:
+        return await self._outbox.replay_dead_letter(dead_letter_id)
+
+    async def in_flight(self) -> int:
+        """Sends and writes still running here, the restart's resume included: 0 when quiet."""
+        resuming = 0 if self._resumed.done() else 1
+        return self._outbox.in_flight() + resuming
 
     async def stats(self) -> dict[str, Any]:
         stats: dict[str, Any] = self._outbox.stats.as_dict()
         return stats
+
+    async def call_counts(self) -> dict[str, int]:
+        return calls.snapshot()

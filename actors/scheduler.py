@@ -4,8 +4,8 @@ Ray restarts it when it dies (`max_restarts=-1`); the constructor then loads eve
 store and catches up (`SchedulerCore.start`: pending runs re-dispatched, missed fire times planned
 by the misfire policy), so a crash never loses or doubles a run. The jobs of the jobs file
 (`configs/jobs.yaml`, loaded and checked by the platform before the actor is created) arrive as
-specs and are applied at every start. The jobs API reaches it through
-`call` (an `ActorProxy` is a `JobsPort`).
+specs and are applied at every start. It serves `JobsPort` (the jobs API and the reminder tools
+reach it through `actors.clients.JobsClient`), readiness and its counters.
 """
 
 from __future__ import annotations
@@ -14,29 +14,15 @@ import asyncio
 import logging
 import time
 from collections.abc import Mapping, Sequence
-from typing import Any, cast
+from typing import Any
 
-from actors.proxy import ActorProxy, Forwarder
+from actors.clients import JobStoreClient, ReplayerClient
+from whatsray.calls import calls
 from whatsray.inbox import Inbox
-from whatsray.scheduling import (
-    DeadLetterReplayer,
-    JobSpec,
-    JobStorePort,
-    SchedulerCore,
-    SystemTasks,
-)
+from whatsray.scheduling import SchedulerCore, SystemTasks
 from whatsray.scheduling import default_system_jobs as system_job_specs
-
-JOBS_METHODS = (
-    "create_job",
-    "list_jobs",
-    "get_job",
-    "update_job",
-    "delete_job",
-    "start_job",
-    "stop_job",
-    "job_runs",
-)
+from whatsray.scheduling.models import Job, JobKind, JobPatch, JobSpec
+from whatsray.store.job_records import JobRunRecord
 
 log = logging.getLogger(__name__)
 
@@ -55,8 +41,8 @@ class SchedulerActor:
         config_jobs: Sequence[JobSpec] = (),
     ) -> None:
         self._inbox = Inbox.from_url(redis_url, partitions=partitions)
-        job_store = cast(JobStorePort, ActorProxy(store))
-        replayers = {pnid: cast(DeadLetterReplayer, ActorProxy(h)) for pnid, h in outboxes.items()}
+        job_store = JobStoreClient(store)
+        replayers = {pnid: ReplayerClient(h) for pnid, h in outboxes.items()}
         self._core = SchedulerCore(
             job_store,
             self._inbox,
@@ -66,7 +52,6 @@ class SchedulerActor:
             sweep_every_s=sweep_every_s,
             config_jobs=config_jobs,  # from the jobs file, checked by the platform at start
         )
-        self._forward = Forwarder(self._core, JOBS_METHODS)
         self._started = asyncio.get_running_loop().create_task(self._start())
 
     async def _start(self) -> None:
@@ -82,13 +67,46 @@ class SchedulerActor:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 30.0)
 
-    async def call(self, method: str, *args: Any, **kwargs: Any) -> Any:
-        await asyncio.shield(self._started)  # jobs are loaded before the first call is served
-        return await self._forward.call(method, *args, **kwargs)
+    async def _ready(self) -> SchedulerCore:
+        """The core, once its jobs are loaded (every method waits for that first)."""
+        if not self._started.done():
+            await asyncio.shield(self._started)  # a caller giving up must not cancel the start
+        return self._core
+
+    # -- JobsPort -----------------------------------------------------------------------------
+
+    async def create_job(self, spec: JobSpec) -> Job:
+        return await (await self._ready()).create_job(spec)
+
+    async def list_jobs(self, kind: JobKind | None = None, chat: str | None = None) -> list[Job]:
+        return await (await self._ready()).list_jobs(kind, chat)
+
+    async def get_job(self, job_id: str) -> Job:
+        return await (await self._ready()).get_job(job_id)
+
+    async def update_job(self, job_id: str, patch: JobPatch) -> Job:
+        return await (await self._ready()).update_job(job_id, patch)
+
+    async def delete_job(self, job_id: str) -> None:
+        return await (await self._ready()).delete_job(job_id)
+
+    async def start_job(self, job_id: str) -> Job:
+        return await (await self._ready()).start_job(job_id)
+
+    async def stop_job(self, job_id: str) -> Job:
+        return await (await self._ready()).stop_job(job_id)
+
+    async def job_runs(self, job_id: str, limit: int = 50, offset: int = 0) -> list[JobRunRecord]:
+        return await (await self._ready()).job_runs(job_id, limit, offset)
+
+    # -- readiness and counters ---------------------------------------------------------------
 
     async def ping(self) -> bool:
-        await asyncio.shield(self._started)
+        await self._ready()
         return True
 
     async def stats(self) -> dict[str, Any]:
         return self._core.stats_dict()
+
+    async def call_counts(self) -> dict[str, int]:
+        return calls.snapshot()

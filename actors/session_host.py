@@ -2,30 +2,31 @@
 
 Ray restarts it when it dies (`max_restarts=-1`); the constructor then rebuilds everything from
 the stream and the store: it first reads its own pending entries (delivered, never acked), then
-reclaims stale ones, then new ones (`whatsray.pipeline.consumer`).
+reclaims stale ones, then new ones (`whatsray.pipeline.consumer`). It reaches the store, the
+router, the agents and the outboxes through typed clients (`actors.clients`).
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping, Sequence
-from typing import Any, cast
+from typing import Any
 
 import ray
 
-from actors.agents import AgentPool, load_config
-from actors.proxy import ActorProxy
+from actors.agents import load_config
+from actors.clients import (
+    AgentPool,
+    HostStoreClient,
+    PeerHostClient,
+    PipelineOutboxClient,
+    RouterClient,
+)
+from whatsray.calls import calls
 from whatsray.inbox import Inbox, partition_for
-from whatsray.pipeline.host import HostStorePort, SessionHostCore
-from whatsray.pipeline.ports import OutboxPort, RouterPort
+from whatsray.pipeline.host import SessionHostCore
 from whatsray.session import SessionConfig
 from whatsray.whatsapp.events import ChatKey
-
-HOST_NAME_PREFIX = "session-host-"  # + partition: how serve_app names the hosts
-
-
-def host_name(partition: int) -> str:
-    return f"{HOST_NAME_PREFIX}{partition}"
 
 
 class SessionHost:
@@ -44,17 +45,23 @@ class SessionHost:
         idle_timeout_s: float,
         operator_number: str | None = None,
         handoff_release_after_s: float | None = None,
+        peer_names: Sequence[str],
+        namespace: str,
     ) -> None:
+        """`peer_names`: every host's actor name, by partition (in `namespace`): a handoff
+        change made here reaches the host that holds the chat (`invalidate`)."""
+        self._peer_names = tuple(peer_names)
+        self._namespace = namespace
         self._inbox = Inbox.from_url(redis_url, partitions=partitions)
         self._partitions = partitions
-        outbox_proxies = {pnid: cast(OutboxPort, ActorProxy(h)) for pnid, h in outboxes.items()}
+        outbox_clients = {pnid: PipelineOutboxClient(h) for pnid, h in outboxes.items()}
         self._core = SessionHostCore(
             partition,
             inbox=self._inbox,
-            store=cast(HostStorePort, ActorProxy(store)),
-            router=cast(RouterPort, ActorProxy(router)),
+            store=HostStoreClient(store),
+            router=RouterClient(router),
             agents=AgentPool(agent_workers),
-            outbox_for=outbox_proxies.__getitem__,
+            outbox_for=outbox_clients.__getitem__,
             agents_config=load_config(agents_file, engine_override),
             session_config=SessionConfig(idle_timeout_s=idle_timeout_s),
             operator_number=operator_number,
@@ -71,6 +78,9 @@ class SessionHost:
     async def stats(self) -> dict[str, Any]:
         return self._core.stats()
 
+    async def call_counts(self) -> dict[str, int]:
+        return calls.snapshot()
+
     async def set_handoff(self, chat: str, on: bool) -> None:
         """Hand `chat` (a canonical chat key of this host's partition) to a person, or back."""
         await asyncio.shield(self._started)
@@ -84,5 +94,6 @@ class SessionHost:
         self._core.invalidate(chat)
 
     async def _invalidate_elsewhere(self, chat: ChatKey) -> None:
-        other = ray.get_actor(host_name(partition_for(chat, self._partitions)))
-        await other.invalidate.remote(str(chat))
+        name = self._peer_names[partition_for(chat, self._partitions)]
+        other = ray.get_actor(name, namespace=self._namespace)
+        await PeerHostClient(other).invalidate(str(chat))

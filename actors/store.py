@@ -1,31 +1,245 @@
-"""The Store actor: the only DuckDB writer (DuckDB allows one writing process)."""
+"""The Store actor: the only DuckDB writer (DuckDB allows one writing process).
+
+It serves the methods below and no others: what the clients in `actors.clients.store` call,
+the reads the tests use, readiness, and the counters the benchmarks read (`writer_stats`: the
+group commit's; `call_counts`: the calls this process made, none today).
+"""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from actors.proxy import Forwarder
-from whatsray.store import Store
-
-# Everything public on Store but its lifecycle, which this actor owns.
-STORE_METHODS = tuple(
-    name
-    for name in dir(Store)
-    if not name.startswith("_")
-    and name not in {"start", "close"}
-    and callable(getattr(Store, name))
+from whatsray.calls import calls
+from whatsray.outbox.ledger import (
+    DeadLetter,
+    OutboundItem,
+    OutboundRecord,
+    SendResult,
+    StatusWrite,
 )
+from whatsray.scheduling.models import JobKind
+from whatsray.store import Store
+from whatsray.store.job_records import JobRecord, JobRunRecord, RunStatus
+from whatsray.store.records import (
+    ChatRecord,
+    Contact,
+    MessageRecord,
+    SessionSnapshot,
+    ToolCallRecord,
+    TurnCommit,
+    TurnRecord,
+)
+from whatsray.whatsapp.events import ChatKey, MessageEvent
 
 
 class StoreActor:
     def __init__(self, path: str) -> None:
         self._store = Store(Path(path))
         self._started = asyncio.get_running_loop().create_task(self._store.start())
-        self._forward = Forwarder(self._store, STORE_METHODS)
 
-    async def call(self, method: str, *args: Any, **kwargs: Any) -> Any:
-        # Shielded: a caller that gives up (a readiness probe timing out) must not cancel the start.
-        await asyncio.shield(self._started)  # the file is open before the first call is served
-        return await self._forward.call(method, *args, **kwargs)
+    async def _open(self) -> Store:
+        """The store, once its file is open (every method waits for that first)."""
+        if not self._started.done():
+            # Shielded: a caller that gives up (a readiness probe timing out) must not cancel it.
+            await asyncio.shield(self._started)
+        self._started.result()  # a failed start fails every call with its error
+        return self._store
+
+    # -- observability --------------------------------------------------------------------------
+
+    async def ping(self) -> bool:
+        return await (await self._open()).ping()
+
+    async def writer_stats(self) -> dict[str, int]:
+        """The group commit's counters (`commits`: DuckDB transactions)."""
+        return dataclasses.asdict((await self._open()).stats)
+
+    async def call_counts(self) -> dict[str, int]:
+        return calls.snapshot()
+
+    # -- chats, contacts, messages, turns, sessions ---------------------------------------------
+
+    async def record_inbound(self, event: MessageEvent) -> bool:
+        return await (await self._open()).record_inbound(event)
+
+    async def update_chat(self, chat: ChatKey | str, **fields: Any) -> None:
+        """Only the fields given (`last_inbound_at`, `handoff`, `agent`) change."""
+        return await (await self._open()).update_chat(chat, **fields)
+
+    async def commit_turns(self, commits: Sequence[TurnCommit]) -> list[list[bool] | Exception]:
+        return await (await self._open()).commit_turns(commits)
+
+    async def load_session(self, chat: ChatKey | str) -> SessionSnapshot | None:
+        return await (await self._open()).load_session(chat)
+
+    async def recent_messages(self, chat: ChatKey | str, limit: int = 50) -> list[MessageRecord]:
+        return await (await self._open()).recent_messages(chat, limit)
+
+    async def get_messages(
+        self, chat: ChatKey | str, limit: int = 50, before: int | None = None
+    ) -> list[MessageRecord]:
+        return await (await self._open()).get_messages(chat, limit, before)
+
+    async def get_chat(self, chat: ChatKey | str) -> ChatRecord | None:
+        return await (await self._open()).get_chat(chat)
+
+    async def list_chats(self, limit: int = 50, offset: int = 0) -> list[ChatRecord]:
+        return await (await self._open()).list_chats(limit, offset)
+
+    async def get_contact(self, chat: ChatKey | str) -> Contact | None:
+        return await (await self._open()).get_contact(chat)
+
+    async def search_contacts(self, q: str, limit: int = 20) -> list[Contact]:
+        return await (await self._open()).search_contacts(q, limit)
+
+    async def set_opt_in(self, chat: ChatKey | str, opted_in: bool) -> bool:
+        return await (await self._open()).set_opt_in(chat, opted_in)
+
+    async def opted_in_chats(self, phone_number_id: str | None = None) -> list[str]:
+        return await (await self._open()).opted_in_chats(phone_number_id)
+
+    async def get_turn(self, turn_id: str) -> TurnRecord | None:
+        return await (await self._open()).get_turn(turn_id)
+
+    async def list_turns(self, chat: ChatKey | str, limit: int = 50) -> list[TurnRecord]:
+        return await (await self._open()).list_turns(chat, limit)
+
+    async def list_tool_calls(self, turn_id: str) -> list[ToolCallRecord]:
+        return await (await self._open()).list_tool_calls(turn_id)
+
+    async def count_messages(self, chat: ChatKey | str | None = None, **filters: Any) -> int:
+        return await (await self._open()).count_messages(chat, **filters)
+
+    # -- handoff ----------------------------------------------------------------------------------
+
+    async def get_outbound_by_wamid(self, wamid: str) -> OutboundRecord | None:
+        return await (await self._open()).get_outbound_by_wamid(wamid)
+
+    async def handoff_chats(
+        self,
+        phone_number_id: str | None = None,
+        *,
+        idle_before: float | None = None,
+        limit: int = 1000,
+    ) -> list[ChatRecord]:
+        store = await self._open()
+        return await store.handoff_chats(phone_number_id, idle_before=idle_before, limit=limit)
+
+    async def record_echo(
+        self,
+        chat: ChatKey | str,
+        wamid: str,
+        *,
+        type_: str,
+        text: str | None,
+        raw: dict[str, Any],
+        at: float,
+    ) -> bool:
+        store = await self._open()
+        return await store.record_echo(chat, wamid, type_=type_, text=text, raw=raw, at=at)
+
+    # -- the outbound ledger ----------------------------------------------------------------------
+
+    async def record_outbound(self, item: OutboundItem) -> bool:
+        return await (await self._open()).record_outbound(item)
+
+    async def get_outbound(self, outbound_id: str) -> OutboundRecord | None:
+        return await (await self._open()).get_outbound(outbound_id)
+
+    async def pending_outbound(self, phone_number_id: str, limit: int) -> list[OutboundRecord]:
+        return await (await self._open()).pending_outbound(phone_number_id, limit)
+
+    async def note_attempt(self, outbound_id: str, last_error: str | None = None) -> int:
+        return await (await self._open()).note_attempt(outbound_id, last_error)
+
+    async def mark_sent(self, outbound_id: str, wamid: str) -> None:
+        return await (await self._open()).mark_sent(outbound_id, wamid)
+
+    async def mark_failed(self, outbound_id: str, reason: str, error_code: int | None) -> None:
+        return await (await self._open()).mark_failed(outbound_id, reason, error_code)
+
+    async def add_dead_letter(
+        self, outbound_id: str, reason: str, error_code: int | None, details: str | None
+    ) -> str:
+        return await (await self._open()).add_dead_letter(outbound_id, reason, error_code, details)
+
+    async def get_dead_letter(self, dead_letter_id: str) -> DeadLetter | None:
+        return await (await self._open()).get_dead_letter(dead_letter_id)
+
+    async def list_dead_letters(
+        self, limit: int = 50, include_replayed: bool = False, offset: int = 0
+    ) -> list[DeadLetter]:
+        return await (await self._open()).list_dead_letters(limit, include_replayed, offset)
+
+    async def mark_dead_letter_replayed(
+        self, dead_letter_id: str, replay_outbound_id: str, at: float
+    ) -> None:
+        store = await self._open()
+        return await store.mark_dead_letter_replayed(dead_letter_id, replay_outbound_id, at)
+
+    async def apply_status(
+        self, wamid: str, status: str, at: float, error_code: int | None
+    ) -> str | None:
+        return await (await self._open()).apply_status(wamid, status, at, error_code)
+
+    async def write_behind(
+        self, sent: Sequence[SendResult], statuses: Sequence[StatusWrite]
+    ) -> None:
+        return await (await self._open()).write_behind(sent, statuses)
+
+    # -- jobs (the scheduler) ---------------------------------------------------------------------
+
+    async def insert_job(self, job: JobRecord) -> bool:
+        return await (await self._open()).insert_job(job)
+
+    async def replace_job(self, job: JobRecord) -> bool:
+        return await (await self._open()).replace_job(job)
+
+    async def delete_job(self, job_id: str) -> bool:
+        return await (await self._open()).delete_job(job_id)
+
+    async def get_job(self, job_id: str) -> JobRecord | None:
+        return await (await self._open()).get_job(job_id)
+
+    async def list_jobs(
+        self, kind: JobKind | None = None, chat: str | None = None, enabled: bool | None = None
+    ) -> list[JobRecord]:
+        return await (await self._open()).list_jobs(kind, chat, enabled)
+
+    async def record_job_run(self, run: JobRunRecord) -> bool:
+        return await (await self._open()).record_job_run(run)
+
+    async def settle_job_run(
+        self,
+        run_id: str,
+        status: RunStatus,
+        *,
+        reason: str | None = None,
+        result: dict[str, Any] | None = None,
+        entry_id: str | None = None,
+    ) -> bool:
+        store = await self._open()
+        return await store.settle_job_run(
+            run_id, status, reason=reason, result=result, entry_id=entry_id
+        )
+
+    async def list_job_runs(
+        self, job_id: str, limit: int = 50, offset: int = 0
+    ) -> list[JobRunRecord]:
+        return await (await self._open()).list_job_runs(job_id, limit, offset)
+
+    async def pending_job_runs(self, job_id: str | None = None) -> list[JobRunRecord]:
+        return await (await self._open()).pending_job_runs(job_id)
+
+    async def last_job_run_at(self, job_id: str) -> float | None:
+        return await (await self._open()).last_job_run_at(job_id)
+
+    async def prune_job_runs(self, before: float) -> int:
+        return await (await self._open()).prune_job_runs(before)
+
+    async def activity_since(self, since: float) -> dict[str, int]:
+        return await (await self._open()).activity_since(since)

@@ -125,8 +125,11 @@ def stop_session_hosts(partitions: int) -> None:
     """Kill the consumers (no restart): the inbox keeps taking appends, nothing reads them."""
     import ray
 
+    import serve_app
+
     for p in range(partitions):
-        ray.kill(ray.get_actor(f"session-host-{p}", namespace="whatsray"), no_restart=True)
+        host = ray.get_actor(serve_app.session_host_name(p), namespace=serve_app.NAMESPACE)
+        ray.kill(host, no_restart=True)
 
 
 def _wait_ready(url: str) -> None:

@@ -1,6 +1,7 @@
 """The platform on real Ray: Serve ingress, session hosts, store, outbox, router and agent actors,
-the emulator as WhatsApp, a real Valkey. Each test would fail if its guarantee (DESIGN.md section 1)
-broke. One Ray cluster and one deployed app serve the whole module; tests use distinct users.
+the emulator as WhatsApp, a real Valkey. Each test would fail if its guarantee
+(docs/architecture.md, section 1) broke. One Ray cluster and one deployed app serve the whole
+module; tests use distinct users.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.support.quiet import wait_quiet
 from tests.support.ray_serve import running_whatsray
 from whatsray.inbox import EmbeddedValkey, partition_for
 from whatsray.settings import Settings
@@ -58,12 +60,37 @@ class Platform:
                 return texts
             time.sleep(0.1)
 
+    def wait_quiet(self, within_s: float = 120.0) -> None:
+        """Until nothing is left to deliver, send or retry (`tests/support/quiet.py`): what
+        was going to arrive has arrived, so what is absent now stays absent."""
+        wait_quiet(self.settings, self.emulator, within_s=within_s)
+
     def session_host(self, user: str) -> Any:
-        import ray
+        import serve_app
 
         chat = ChatKey(phone_number_id=DEFAULT_PHONE_NUMBER_ID, user=user)
-        partition = partition_for(chat, PARTITIONS)
-        return ray.get_actor(f"session-host-{partition}", namespace="whatsray")
+        return actor(serve_app.session_host_name(partition_for(chat, PARTITIONS)))
+
+
+def actor(name: str) -> Any:
+    """A platform actor by the name the composition root (serve_app.py) gave it."""
+    import ray
+
+    import serve_app
+
+    return ray.get_actor(name, namespace=serve_app.NAMESPACE)
+
+
+def outbox() -> Any:
+    import serve_app
+
+    return actor(serve_app.outbox_name(DEFAULT_PHONE_NUMBER_ID))
+
+
+def store() -> Any:
+    import serve_app
+
+    return actor(serve_app.STORE_NAME)
 
 
 @pytest.fixture(scope="module")
@@ -88,7 +115,7 @@ def test_end_to_end_reply(platform: Platform) -> None:
 def test_same_webhook_five_times_gives_one_reply(platform: Platform) -> None:
     assert platform.user_says("15550000002", "once please", duplicates=5).status_code == 200
     assert platform.texts_to("15550000002", 1) == ["echo: once please"]
-    time.sleep(1.5)  # a second turn would have answered by now
+    platform.wait_quiet()  # a second turn would have answered by now
     assert len(platform.sent_to("15550000002")) == 1
 
 
@@ -96,7 +123,7 @@ def test_three_quick_messages_give_one_coalesced_turn(platform: Platform) -> Non
     for text in ("one", "two", "three"):
         platform.user_says("15550000003", text)
     assert platform.texts_to("15550000003", 1) == ["echo: one\ntwo\nthree"]
-    time.sleep(1.0)
+    platform.wait_quiet()  # a turn for a late part would have answered by now
     assert len(platform.sent_to("15550000003")) == 1
 
 
@@ -111,15 +138,12 @@ def test_many_chats_interleaved_each_in_order_none_missing(platform: Platform) -
                     assert platform.user_says(u, text).status_code == 200
 
         list(pool.map(send_all, users))
+    # Every turn answered and every status applied (the next tests start from a quiet platform):
+    # a message answered twice would show here too.
+    platform.wait_quiet(within_s=300)
     for user in users:
-        deadline = time.monotonic() + 120
-        while True:
-            replies = "\n".join(platform.texts_to(user, 0, within_s=0)).replace("echo: ", "")
-            seen = re.findall(r"m\d", replies)
-            if len(seen) >= 10 or time.monotonic() > deadline:
-                break
-            time.sleep(0.2)
-        assert seen == [f"m{n}" for n in range(10)], user
+        replies = "\n".join(platform.texts_to(user, 0, within_s=0)).replace("echo: ", "")
+        assert re.findall(r"m\d", replies) == [f"m{n}" for n in range(10)], user
 
 
 def test_webhook_answers_503_while_the_inbox_is_down_and_nothing_is_lost(
@@ -147,7 +171,9 @@ def test_session_host_killed_mid_turn_answers_exactly_once(platform: Platform) -
     time.sleep(1.5)  # the turn is inside the model call now
     ray.kill(platform.session_host(user), no_restart=False)
     assert platform.texts_to(user, 1, within_s=60) == ["echo: survive a crash"]
-    time.sleep(4)  # a duplicate reply from the killed attempt would have arrived by now
+    # The restarted host re-reads the turn's entry (never acked) and runs it again: once it is
+    # committed and acked, and the outbox idle, a second reply would be in the emulator.
+    platform.wait_quiet()
     assert len(platform.sent_to(user)) == 1
 
 
@@ -178,10 +204,12 @@ def test_outbox_killed_in_the_middle_of_a_send_sends_once(platform: Platform) ->
         while platform.emulator.get("/emulator/faults").json().get("timeout") is not None:
             assert time.monotonic() < deadline, "the held send never started"
             time.sleep(0.1)
-        outbox = ray.get_actor(f"outbox-{DEFAULT_PHONE_NUMBER_ID}", namespace="whatsray")
-        ray.kill(outbox, no_restart=False)
+        ray.kill(outbox(), no_restart=False)
         texts = platform.texts_to(user, 2, within_s=60)
-        time.sleep(12)  # past the restarted outbox's grace period: a resend would be here now
+        # The restarted outbox resumes the pending send (attempted once): it waits up to its
+        # grace (10 s) for a status webhook before resending, and counts as in flight all that
+        # time, so quiet comes after the grace: a resend would be here by then.
+        platform.wait_quiet()
     finally:
         platform.emulator.delete("/emulator/faults")
     assert texts == ["echo: open the window", "echo: crash the outbox"]
@@ -227,7 +255,7 @@ def test_permanent_error_dead_letters_and_replay_delivers_once(platform: Platfor
     for _ in range(2):  # replaying twice sends once
         assert platform.api.post(path, headers=admin(platform)).status_code == 202
     assert platform.texts_to(user, 2)[-1] == "echo: undeliverable"
-    time.sleep(1)
+    platform.wait_quiet()  # a second replay's send would be here by now
     assert [
         r["body"]["text"]["body"] for r in platform.sent_to(user) if r["outcome"] == "accepted"
     ] == [
@@ -282,13 +310,12 @@ def test_an_agent_uses_tools_in_a_real_turn_and_hands_the_chat_to_a_person(
     assert platform.texts_to(OPERATOR, 2) == [desk, notice]
 
     # The turn's tool calls are stored with it, each with its result.
-    store = ray.get_actor("store", namespace="whatsray")
     chat = f"{DEFAULT_PHONE_NUMBER_ID}:{user}"
-    turns = ray.get(store.call.remote("list_turns", chat))
+    turns = ray.get(store().list_turns.remote(chat))
     assert sorted(t.outcome for t in turns) == ["handoff", "ok"]  # same second: any order
     [handoff] = [t for t in turns if t.outcome == "handoff"]
     assert handoff.agent == "support"
-    calls = ray.get(store.call.remote("list_tool_calls", handoff.turn_id))
+    calls = ray.get(store().list_tool_calls.remote(handoff.turn_id))
     assert [(c.name, c.status) for c in calls] == [
         ("get_messages", "ok"),
         ("send_message", "ok"),
@@ -299,14 +326,11 @@ def test_an_agent_uses_tools_in_a_real_turn_and_hands_the_chat_to_a_person(
 
     # Handed off: the next message is stored, and the bot stays silent.
     platform.user_says(user, "hello? anyone?")
-    deadline = time.monotonic() + 15
-    while ray.get(store.call.remote("count_messages", chat, direction="in")) < 3:
-        assert time.monotonic() < deadline, "the message after the handoff was not stored"
-        time.sleep(0.2)
-    time.sleep(1.5)  # a bot reply would have arrived by now
+    platform.wait_quiet()  # stored (its entry acked), and a bot reply would have arrived by now
+    assert ray.get(store().count_messages.remote(chat, direction="in")) == 3
     assert platform.texts_to(user, 3, within_s=0) == expected
     assert len(platform.sent_to(user)) == 3
-    record = ray.get(store.call.remote("get_chat", chat))
+    record = ray.get(store().get_chat.remote(chat))
     assert record.handoff is True and record.agent == "support"
     # ...and forwarded to the operator, whose answer goes back to the user.
     forwarded = platform.texts_to(OPERATOR, 3)
@@ -324,23 +348,23 @@ def test_a_turn_cancelled_in_a_tool_call_streams_its_journal_and_stops_the_worke
 
     import ray
 
-    from actors.agents import AgentPool, AgentWorker
+    from actors.agents import AgentWorker
+    from actors.clients import AgentPool
     from whatsray.agents import AgentTurnRequest
     from whatsray.session.turns import ToolCallJournal, ToolCallStatus
 
     @ray.remote(num_cpus=0)
     class StuckOutbox:  # sending never returns: the turn is caught inside send_message
-        async def call(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        async def dispatch(self, items: Any) -> None:
             await asyncio.Event().wait()
 
-    store = ray.get_actor("store", namespace="whatsray")
     worker = (
         ray.remote(AgentWorker)
         .options(num_cpus=0, max_concurrency=100)
         .remote(
             str(AGENTS),
             "support",
-            store=store,
+            store=store(),
             outboxes={DEFAULT_PHONE_NUMBER_ID: StuckOutbox.remote()},  # type: ignore[attr-defined]
         )
     )
@@ -378,11 +402,12 @@ def test_a_queued_turn_hears_one_moment_and_the_load_shows_in_the_admin_api(
     with ThreadPoolExecutor(len(users)) as pool:
         list(pool.map(lambda u: platform.user_says(u, f"/queued hello {u}"), users))
     answers = {u: f"echo: hello {u}" for u in users}
+    # Both turns answered (each entry is acked only once its turn is committed), and a second
+    # notice, which must not come, would be here by now.
+    platform.wait_quiet()
     texts = {}
     for user in users:
-        platform.texts_to(user, 2, within_s=20)
-        time.sleep(1.5)  # time for a second notice, which must not come
-        texts[user] = platform.texts_to(user, 3, within_s=0.1)
+        texts[user] = platform.texts_to(user, 0, within_s=0)
         assert texts[user][-1] == answers[user], texts
         assert texts[user][:-1] in ([], ["One moment please!"]), texts
     assert any(texts[u] == ["One moment please!", answers[u]] for u in users), texts

@@ -19,6 +19,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.support.quiet import wait_quiet
 from tests.support.ray_serve import running_whatsray
 from whatsray.settings import Settings
 from whatsray.whatsapp.emulator import DEFAULT_PHONE_NUMBER_ID
@@ -51,6 +52,10 @@ class Platform:
             if len(texts) >= count or time.monotonic() > deadline:
                 return texts
             time.sleep(0.1)
+
+    def wait_quiet(self) -> None:
+        """Until nothing is left to deliver, send or retry (`tests/support/quiet.py`)."""
+        wait_quiet(self.settings, self.emulator)
 
     def runs(self, job_id: str) -> list[dict[str, Any]]:
         response = self.api.get(f"/api/jobs/{job_id}/runs?limit=500", headers=self.auth)
@@ -96,7 +101,7 @@ def test_a_one_shot_reminder_from_the_api_reaches_the_user_once(platform: Platfo
     assert job["next_run_at"] == pytest.approx(run_at.timestamp())
     texts = platform.texts_to(user, 2, within_s=60)
     assert texts == ["echo: hello", "echo: [Scheduled reminder] call mom"]
-    time.sleep(3)  # a second delivery would have arrived by now
+    platform.wait_quiet()  # a second delivery would have arrived by now
     assert len(platform.texts_to(user, 0, within_s=0)) == 2
     [run] = platform.runs(job["id"])
     assert run["status"] == "dispatched" and run["scheduled_for"] == pytest.approx(
@@ -120,6 +125,8 @@ def test_killing_the_scheduler_around_fire_times_loses_and_doubles_nothing(
 ) -> None:
     import ray
 
+    import serve_app
+
     user, every = "15552000002", 3
     platform.user_says(user, "hi")
     assert platform.texts_to(user, 1) == ["echo: hi"]
@@ -139,8 +146,13 @@ def test_killing_the_scheduler_around_fire_times_loses_and_doubles_nothing(
     first = job["active_since"] + every
     for k, offset in ((1, -0.2), (2, 0.1), (4, 0.5)):  # just before, at and after fire times
         time.sleep(max(0.0, first + k * every + offset - time.time()))
-        ray.kill(ray.get_actor("scheduler", namespace="whatsray"), no_restart=False)
-    time.sleep(3 * every)  # the restarted scheduler catches up and keeps going
+        scheduler = ray.get_actor(serve_app.SCHEDULER_NAME, namespace=serve_app.NAMESPACE)
+        ray.kill(scheduler, no_restart=False)
+    # The restarted scheduler catches up and keeps going: two fire times past the last kill.
+    deadline = time.monotonic() + 60
+    while not any(r["scheduled_for"] >= first + 6 * every for r in platform.runs(job["id"])):
+        assert time.monotonic() < deadline, platform.runs(job["id"])
+        time.sleep(0.2)
     stopped = platform.api.post(f"/api/jobs/{job['id']}/stop", headers=platform.auth)
     assert stopped.status_code == 200, stopped.text
     stop_at = time.time()
@@ -153,13 +165,9 @@ def test_killing_the_scheduler_around_fire_times_loses_and_doubles_nothing(
     assert times[-1] >= stop_at - every - 2  # ... up to the stop: none forgotten
     assert len({r["run_id"] for r in runs}) == len(runs)
     assert all(r["status"] == "dispatched" for r in runs), runs
-    # The user heard each run exactly once (turns may coalesce several runs into one reply).
-    deadline = time.monotonic() + 60
-    while True:
-        heard = sum(t.count(TICK) for t in platform.texts_to(user, 0, within_s=0))
-        if heard >= len(runs) or time.monotonic() > deadline:
-            break
-        time.sleep(0.2)
-    time.sleep(2)
+    # The user heard each run exactly once (turns may coalesce several runs into one reply):
+    # every run is in the inbox (dispatched), so once quiet each has been answered, and a
+    # second answer to any would be here too.
+    platform.wait_quiet()
     heard = sum(t.count(TICK) for t in platform.texts_to(user, 0, within_s=0))
     assert heard == len(runs)

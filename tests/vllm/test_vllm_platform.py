@@ -64,13 +64,15 @@ def running(tmp_path_factory: pytest.TempPathFactory, smollm2_dir: Path) -> Iter
 def test_a_user_gets_the_models_answer_and_the_turn_says_vllm(running: Running) -> None:
     import ray
 
+    import serve_app
+
     user = "15550007001"
     running.user_says(user, "What is the capital of France?")
     [reply] = running.texts_to(user, 1)
     assert "Paris" in reply
-    store = ray.get_actor("store", namespace="whatsray")
+    store = ray.get_actor(serve_app.STORE_NAME, namespace=serve_app.NAMESPACE)
     chat = f"{DEFAULT_PHONE_NUMBER_ID}:{user}"
-    [turn] = ray.get(store.call.remote("list_turns", chat))
+    [turn] = ray.get(store.list_turns.remote(chat))
     assert (turn.agent, turn.engine, turn.outcome) == ("assistant", "vllm", "ok")
     assert turn.tokens_out > 0
 

@@ -1,7 +1,8 @@
 """What the admin API needs of the store and the outboxes: the methods it calls, nothing more.
 
 `whatsray.store.Store` and `whatsray.outbox.Outbox` satisfy these directly; on Ray the ingress
-passes thin proxies (`actors.proxy.ActorProxy`) that forward each call to the actor.
+passes typed clients of the Store and Outbox actors (`actors.clients.AdminStoreClient`,
+`AdminOutboxClient`), each checked against its protocol by mypy.
 """
 
 from __future__ import annotations

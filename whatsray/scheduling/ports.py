@@ -1,8 +1,9 @@
 """What the scheduler offers (`JobsPort`) and what it needs (the store, the inbox, the outboxes).
 
 `JobsPort` is the one interface to jobs: the REST API (`whatsray.admin.jobs_api`) talks to it,
-and so can agents' scheduling tools or an MCP server. `SchedulerCore` implements it; on Ray an
-`ActorProxy` of the Scheduler actor stands in for it.
+and so can agents' scheduling tools or an MCP server. `SchedulerCore` implements it; on Ray the
+Scheduler actor's typed client (`actors.clients.JobsClient`) stands in for it, and the scheduler
+reaches the Store actor through `actors.clients.JobStoreClient` (a `JobStorePort`).
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ class JobsPort(Protocol):
 
 
 class JobStorePort(Protocol):
-    """The store's methods the scheduler uses (`whatsray.store.Store`, or its actor's proxy)."""
+    """The store's methods the scheduler uses (`whatsray.store.Store`, or its actor's client)."""
 
     async def insert_job(self, job: JobRecord) -> bool: ...
 

@@ -1,9 +1,10 @@
 """`ToolServices` over the platform's own parts: the store and the outboxes.
 
 The same class serves both worlds: in one process it wraps the `Store` and `Outbox` objects; in
-an agent worker actor it wraps `ActorProxy`s of the Store and Outbox actors (they expose the same
-methods). `UnavailableToolServices` is for agents run without a platform (tests, demos): every
-tool that needs the platform answers the model with a clear error instead.
+an agent worker actor it wraps typed clients of the Store and Outbox actors
+(`actors.clients.ToolStoreClient`, a `ToolStore` and `OptInStore`, and `ToolOutboxClient`, a
+`ToolOutbox`). `UnavailableToolServices` is for agents run without a platform (tests, demos):
+every tool that needs the platform answers the model with a clear error instead.
 """
 
 from __future__ import annotations
