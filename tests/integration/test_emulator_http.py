@@ -1,12 +1,15 @@
 """The emulator over real loopback HTTP: uvicorn in a thread, then `whatsray emulator` as a
-subprocess, each delivering signed webhooks to a real uvicorn receiver that verifies them."""
+subprocess, each delivering signed webhooks to a real uvicorn receiver that verifies them; and
+its lean webhook client against raw servers."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,6 +21,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from whatsray.whatsapp.emulator import EmulatorConfig, StatusDelays, create_emulator_app
+from whatsray.whatsapp.emulator.webhook_http import ConnectError, ReadTimeout, WebhookPoster
 from whatsray.whatsapp.events import Event, MessageEvent, StatusEvent
 from whatsray.whatsapp.parsing import parse_webhook
 from whatsray.whatsapp.signature import SIGNATURE_HEADER, verify_signature
@@ -112,7 +116,12 @@ def test_emulator_on_loopback(receiver: tuple[Receiver, str]) -> None:
 
         sent = send_text(client, "hi there")
         assert sent.status_code == 200, sent.text
-        wait_until(lambda: len(hook.statuses()) == 3, "three status webhooks")
+        assert client.get("/emulator/webhooks/pending").json()["pending"] > 0
+        # Quiet = nothing pending; then everything has been delivered.
+        wait_until(
+            lambda: client.get("/emulator/webhooks/pending").json()["pending"] == 0,
+            "no pending webhook",
+        )
         assert sorted(hook.statuses()) == ["delivered", "read", "sent"]
         assert hook.refused == 0
 
@@ -154,6 +163,7 @@ def test_whatsray_emulator_command(receiver: tuple[Receiver, str]) -> None:
         "--sent-delay", "0",
         "--delivered-delay", "0.05",
         "--read-delay", "-1",
+        "--status-batch-window-ms", "10",
     ]  # fmt: skip
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
@@ -177,3 +187,113 @@ def test_whatsray_emulator_command(receiver: tuple[Receiver, str]) -> None:
     assert "send     " in output  # one console line per send
     assert "webhook inbound" in output  # and per delivery
     assert "webhook status" in output
+
+
+# --- the lean webhook client, against raw servers that misbehave on purpose -------------------
+
+
+@dataclass
+class RawServer:
+    """An HTTP/1.1 server on asyncio streams that answers each request with `answer` (bytes),
+    closing the connection after it when `close_after` is set."""
+
+    answer: bytes = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+    close_after: bool = False
+    silent: bool = False
+    connections: int = 0
+    requests: list[bytes] = field(default_factory=list)
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = next(
+                    int(line.split(b":")[1])
+                    for line in head.split(b"\r\n")
+                    if line.lower().startswith(b"content-length:")
+                )
+                self.requests.append(head + await reader.readexactly(length))
+                if self.silent:
+                    await asyncio.sleep(3600)
+                writer.write(self.answer)
+                await writer.drain()
+                if self.close_after:
+                    break
+        except asyncio.IncompleteReadError:
+            pass
+        finally:
+            writer.close()
+
+
+@contextlib.asynccontextmanager
+async def raw_server(server: RawServer) -> AsyncIterator[str]:
+    listener = await asyncio.start_server(server.handle, "127.0.0.1", 0)
+    port = listener.sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}/webhook?x=1"
+    finally:
+        listener.close()
+
+
+HEADERS = {"Content-Type": "application/json", SIGNATURE_HEADER: "sha256=00"}
+
+
+async def test_poster_reuses_one_connection_and_sends_the_exact_request() -> None:
+    server = RawServer()
+    poster = WebhookPoster()
+    async with raw_server(server) as url:
+        for body in (b'{"a":1}', b'{"b":2}', b'{"c":3}'):
+            assert await poster.post(url, body, HEADERS, time_limit=10) == 200
+        await poster.aclose()
+    assert server.connections == 1
+    first = server.requests[0]
+    assert first.startswith(b"POST /webhook?x=1 HTTP/1.1\r\nHost: 127.0.0.1:")
+    assert b"\r\nX-Hub-Signature-256: sha256=00\r\n" in first
+    assert first.endswith(b'Content-Length: 7\r\n\r\n{"a":1}')
+
+
+async def test_poster_sends_again_when_the_server_closed_an_idle_connection() -> None:
+    # No "Connection: close" header, yet the server hangs up after each answer.
+    server = RawServer(close_after=True)
+    poster = WebhookPoster()
+    async with raw_server(server) as url:
+        statuses = [await poster.post(url, b"{}", HEADERS, time_limit=10) for _ in range(3)]
+        await poster.aclose()
+    assert statuses == [200, 200, 200]
+    assert len(server.requests) == 3
+
+
+@pytest.mark.parametrize(
+    ("answer", "close_after"),
+    [
+        (
+            b"HTTP/1.1 503 Service Unavailable\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"4\r\nbusy\r\n0\r\n\r\n",
+            False,
+        ),
+        (b"HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\n\r\nbusy", True),
+        (b"HTTP/1.0 503 Service Unavailable\r\nContent-Length: 4\r\n\r\nbusy", True),
+    ],
+)
+async def test_poster_reads_every_kind_of_answer(answer: bytes, close_after: bool) -> None:
+    server = RawServer(answer=answer, close_after=close_after)
+    poster = WebhookPoster()
+    async with raw_server(server) as url:
+        assert await poster.post(url, b"{}", HEADERS, time_limit=10) == 503
+        assert await poster.post(url, b"{}", HEADERS, time_limit=10) == 503
+        await poster.aclose()
+    assert server.connections == (2 if close_after else 1)
+
+
+async def test_poster_errors_are_named_like_httpx() -> None:
+    from tests.support.servers import free_port
+
+    poster = WebhookPoster()
+    with pytest.raises(ConnectError):
+        await poster.post(f"http://127.0.0.1:{free_port()}/", b"{}", HEADERS, time_limit=10)
+    server = RawServer(silent=True)
+    async with raw_server(server) as url:
+        with pytest.raises(ReadTimeout):
+            await poster.post(url, b"{}", HEADERS, time_limit=0.2)
+    await poster.aclose()

@@ -128,7 +128,7 @@ async def emulator_harness(
     receiver: Receiver | None = None, **overrides: Any
 ) -> AsyncIterator[Harness]:
     """The emulator with instant statuses (sent, delivered at +1 s, read at +2 s) unless
-    overridden, fast retries, and a webhook URL pointing at the receiver."""
+    overridden, fast retries, no status batching, and a webhook URL pointing at the receiver."""
     receiver = receiver or Receiver()
     settings: dict[str, Any] = {
         "app_secret": APP_SECRET,
@@ -139,6 +139,9 @@ async def emulator_harness(
         "delivery_backoff_max_s": 8.0,
         "delivery_max_attempts": 4,
         "delivery_concurrency": 1,
+        # One status per POST, so that tests can count and order POSTs; the batching tests
+        # (test_emulator_batching.py) turn it on.
+        "status_batch_window_s": 0.0,
     }
     settings.update(overrides)
     config = EmulatorConfig(**settings)

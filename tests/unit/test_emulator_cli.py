@@ -26,6 +26,7 @@ def test_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     assert len(config.app_secret) >= 20 and config.app_secret != config.access_token
     assert config.phone_number_ids == ("106540352242922",)
     assert config.window_failure_mode == "sync"
+    assert (config.status_batch_window_s, config.status_batch_max) == (0.025, 50)
 
 
 def test_secrets_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -49,6 +50,8 @@ def test_flags_reach_the_config() -> None:
         "--known-template", "hello_world",
         "--read-delay", "-1",
         "--no-window-enforcement",
+        "--status-batch-window-ms", "0",
+        "--status-batch-max", "7",
     )  # fmt: skip
     config, sources = config_from_args(args)
     assert config.webhook_url == "http://127.0.0.1:8000/webhook"
@@ -58,6 +61,7 @@ def test_flags_reach_the_config() -> None:
     assert config.known_templates == ("hello_world",)
     assert config.status_delays.read is None
     assert config.window_enforcement is False
+    assert (config.status_batch_window_s, config.status_batch_max) == (0.0, 7)
 
     text = banner(config, args.host, args.port, sources)
     for expected in (

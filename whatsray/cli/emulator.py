@@ -74,6 +74,13 @@ def add_emulator_commands(subparsers: Any) -> None:
     parser.add_argument("--out-of-order-probability", type=float, default=0.0)
     parser.add_argument("--delivery-max-attempts", type=int, default=8)
     parser.add_argument("--delivery-backoff-max", type=float, default=60.0, metavar="SECONDS")
+    parser.add_argument(
+        "--status-batch-window-ms",
+        type=float,
+        default=25.0,
+        help="statuses due within this window share one webhook POST (0: one per POST)",
+    )
+    parser.add_argument("--status-batch-max", type=int, default=50, help="statuses per POST")
     parser.add_argument("--public-url", help="base URL written into media links")
     parser.add_argument("--seed", type=int, default=0, help="seed for injected randomness")
     parser.set_defaults(func=run_emulator_command)
@@ -115,6 +122,8 @@ def config_from_args(args: argparse.Namespace) -> tuple[EmulatorConfig, dict[str
         out_of_order_probability=args.out_of_order_probability,
         delivery_max_attempts=args.delivery_max_attempts,
         delivery_backoff_max_s=args.delivery_backoff_max,
+        status_batch_window_s=args.status_batch_window_ms / 1000,
+        status_batch_max=args.status_batch_max,
         seed=args.seed,
     )
     return config, {"app_secret": secret_source, "access_token": token_source}

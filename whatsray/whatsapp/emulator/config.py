@@ -76,6 +76,11 @@ class EmulatorConfig(BaseModel):
     delivery_backoff_max_s: float = Field(default=60.0, ge=0)
     delivery_timeout_s: float = Field(default=10.0, gt=0)
     delivery_concurrency: int = Field(default=8, ge=1)
+    # Status batching, as Meta does: statuses that come due within this window (real time,
+    # from the first) go to the webhook URL in one body, at most `status_batch_max` of them.
+    # 0 = one status per POST. Inbound messages are never held back.
+    status_batch_window_s: float = Field(default=0.025, ge=0, le=5)
+    status_batch_max: int = Field(default=50, ge=1, le=1000)
 
     media_url_ttl_s: float = Field(default=300.0, gt=0)
     max_log_entries: int = Field(default=100_000, ge=1)

@@ -113,6 +113,7 @@ class ControlApi:
             Route("/outbound", self.outbound, methods=["GET"]),
             Route("/requests", self.requests, methods=["GET"]),
             Route("/webhooks", self.webhooks, methods=["GET"]),
+            Route("/webhooks/pending", self.pending_webhooks, methods=["GET"]),
             Route("/settle", self.settle, methods=["POST"]),
             Route("/faults", self.faults, methods=["GET", "POST", "DELETE"]),
             Route("/reset", self.reset, methods=["POST"]),
@@ -169,6 +170,10 @@ class ControlApi:
             kind=request.query_params.get("kind"), since=_int_param(request, "since")
         )
         return JSONResponse([to_json(a) for a in attempts])
+
+    async def pending_webhooks(self, request: Request) -> Response:
+        # Never waits: tests poll it until `pending` is 0 instead of sleeping.
+        return JSONResponse(self._emulator.delivery.pending_counts())
 
     async def settle(self, request: Request) -> Response:
         parsed = await _parse(request, SettleRequest)

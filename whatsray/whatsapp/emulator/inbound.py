@@ -118,13 +118,15 @@ class InboundService:
         for message in messages:
             self._state.inbound_ids[message["id"]] = number.id
         wamids = [message["id"] for message in messages]
-        log.info("%s", _console_line(user, number.id, messages))
+        if log.isEnabledFor(logging.INFO):  # building the line costs more than the check
+            log.info("%s", _console_line(user, number.id, messages))
 
         body = encode_webhook_body(payload)
         label = f"{'+'.join(m['type'] for m in messages)} {wamids[0][:24]}... from {user}"
         attempts = []
         for _ in range(1 + request.duplicates):
             job = self._delivery.new_job("inbound", label, body)
+            job.events = len(messages)
             record = await self._delivery.deliver_now(job, wait=request.wait)
             attempts.append((job.attempts, record))
         job_attempts, first = attempts[0]

@@ -13,16 +13,15 @@ from typing import Any
 
 from whatsray.whatsapp.emulator.clock import Clock
 from whatsray.whatsapp.emulator.config import BusinessNumber, EmulatorConfig
-from whatsray.whatsapp.emulator.delivery import WebhookDelivery
+from whatsray.whatsapp.emulator.delivery import StatusItem, WebhookDelivery
 from whatsray.whatsapp.emulator.faults import Faults
 from whatsray.whatsapp.emulator.meta_errors import GraphResult, graph_error, status_error
 from whatsray.whatsapp.emulator.rate_limits import SendLimits
 from whatsray.whatsapp.emulator.state import EmulatorState, OutboundRecord, user_key
 from whatsray.whatsapp.emulator.webhook_payloads import (
-    build_status_payload,
-    encode_webhook_body,
     new_wamid,
     pricing_for,
+    status_entry,
 )
 from whatsray.whatsapp.errors import MessageValidationError
 from whatsray.whatsapp.messages import (
@@ -169,8 +168,7 @@ class MessageSender:
         now = self._clock.now()
         bsuid = is_bsuid(message.to)
         for (status, delay), arrives_after in zip(plan, arrival, strict=True):
-            payload = build_status_payload(
-                number,
+            entry = status_entry(
                 wamid=wamid,
                 status=status,
                 timestamp=int(now + delay),
@@ -180,13 +178,11 @@ class MessageSender:
                 pricing=pricing_for(is_template) if status in ("sent", "delivered") else None,
                 errors=[status_error(*async_error)] if async_error is not None else None,
             )
-            body = encode_webhook_body(payload)
             label = f"{status:<9} {wamid[:24]}... to {message.to}"
             copies = 2 if self._draw(self._config.duplicate_probability) else 1
-            for _ in range(copies):
-                self._delivery.schedule(
-                    self._delivery.new_job("status", label, body, delay=arrives_after)
-                )
+            self._delivery.schedule_status(
+                StatusItem(number, entry), label, delay=arrives_after, copies=copies
+            )
         return [status for status, _ in plan]
 
     def _draw(self, probability: float) -> bool:
@@ -251,7 +247,8 @@ class MessageSender:
             statuses=statuses or [],
         )
         self._state.outbound.append(record)
-        log.info("%s", _console_line(record))
+        if log.isEnabledFor(logging.INFO):  # building the line costs more than the check
+            log.info("%s", _console_line(record))
 
 
 def _console_line(record: OutboundRecord) -> str:

@@ -64,6 +64,8 @@ class WebhookAttempt:
     # The exact bytes sent (shared with the job, so retries cost no copy); parsed on output.
     body: bytes
     signature: str
+    # Events in the body: statuses batched into one POST, or the inbound messages.
+    events: int = 1
 
 
 def user_key(value: str) -> str:

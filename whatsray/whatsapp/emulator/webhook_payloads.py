@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import json
 import secrets
+from collections.abc import Sequence
 from typing import Any
 
 from whatsray.whatsapp.emulator.config import BusinessNumber
@@ -32,27 +33,24 @@ def new_wamid(user: str) -> str:
     return "wamid." + base64.b64encode(raw).decode()
 
 
+def _change(number: BusinessNumber, value: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "value": {
+            "messaging_product": "whatsapp",
+            "metadata": {
+                "display_phone_number": number.display_phone_number,
+                "phone_number_id": number.id,
+            },
+            **value,
+        },
+        "field": "messages",
+    }
+
+
 def _envelope(number: BusinessNumber, value: dict[str, Any]) -> dict[str, Any]:
     return {
         "object": "whatsapp_business_account",
-        "entry": [
-            {
-                "id": number.waba_id,
-                "changes": [
-                    {
-                        "value": {
-                            "messaging_product": "whatsapp",
-                            "metadata": {
-                                "display_phone_number": number.display_phone_number,
-                                "phone_number_id": number.id,
-                            },
-                            **value,
-                        },
-                        "field": "messages",
-                    }
-                ],
-            }
-        ],
+        "entry": [{"id": number.waba_id, "changes": [_change(number, value)]}],
     }
 
 
@@ -90,8 +88,7 @@ def pricing_for(is_template: bool) -> dict[str, Any]:
     }
 
 
-def build_status_payload(
-    number: BusinessNumber,
+def status_entry(
     *,
     wamid: str,
     status: str,
@@ -102,7 +99,7 @@ def build_status_payload(
     pricing: dict[str, Any] | None = None,
     errors: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """A `statuses` webhook for one outbound message (reference section 3c)."""
+    """One element of `statuses` for one outbound message (reference section 3c)."""
     entry: dict[str, Any] = {"id": wamid, "status": status, "timestamp": str(timestamp)}
     if recipient_id:
         entry["recipient_id"] = recipient_id
@@ -114,4 +111,29 @@ def build_status_payload(
         entry["pricing"] = pricing
     if errors:
         entry["errors"] = errors
-    return _envelope(number, {"statuses": [entry]})
+    return entry
+
+
+def build_statuses_payload(
+    items: Sequence[tuple[BusinessNumber, dict[str, Any]]],
+) -> dict[str, Any]:
+    """Several statuses in one body, grouped the way Meta batches them: one `entry` per WABA,
+    one change per business number, statuses in the order given. One item gives exactly the
+    one-status body."""
+    grouped: dict[str, dict[str, tuple[BusinessNumber, list[dict[str, Any]]]]] = {}
+    for number, entry in items:
+        by_number = grouped.setdefault(number.waba_id, {})
+        by_number.setdefault(number.id, (number, []))[1].append(entry)
+    return {
+        "object": "whatsapp_business_account",
+        "entry": [
+            {
+                "id": waba_id,
+                "changes": [
+                    _change(number, {"statuses": statuses})
+                    for number, statuses in by_number.values()
+                ],
+            }
+            for waba_id, by_number in grouped.items()
+        ],
+    }
