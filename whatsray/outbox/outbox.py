@@ -554,6 +554,8 @@ class Outbox:
                 await self._ledger.write_behind(sent, statuses)
                 return [None] * len(writes)
             except Exception as exc:
+                if self._closed:  # stopping: the next outbox finds these records pending
+                    raise OutboxClosedError(f"outbox for {self.phone_number_id} closed") from exc
                 log.warning("writing %d send result(s) failed (%s); retrying in %.1fs",
                             len(writes), _describe(exc), delay)  # fmt: skip
                 await self._sleep(delay)
