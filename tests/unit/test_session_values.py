@@ -119,3 +119,35 @@ def test_state_windows_stay_bounded() -> None:
         recent_limit=0,
     )
     assert nothing_kept == SessionState()
+
+
+def test_chat_memory_packs_and_restores_a_state_exactly() -> None:
+    from whatsray.session.memory import ChatMemory
+
+    history = (
+        HistoryMessage("user", "¿hola? 👋", 1.5, "m1"),
+        HistoryMessage("assistant", "", 2.0),
+        HistoryMessage("user", "[image]", 3.25, None),
+        HistoryMessage("assistant", "bye \ud800", 4.0),  # a lone surrogate survives too
+    )
+    state = SessionState(
+        history=history, agent="a", handoff=True, last_inbound_at=3.0,
+        recent_event_ids=("m0", "m1"), summary="s",
+    )  # fmt: skip
+    memory = ChatMemory.of(state, history_limit=50, recent_limit=32)
+    assert memory.state() == state
+    assert memory.history(without={"m1"}) == history[1:]
+    after = memory.after(
+        messages=[
+            HistoryMessage("user", "¿hola? 👋", 5.0, "m1"),
+            HistoryMessage("assistant", "x", 6.0),
+        ],
+        event_ids=["m1"],
+        history_limit=4,
+        recent_limit=2,
+    )
+    # m1 moves to the end (kept once), the window is cut to its last 4.
+    assert [(h.text, h.message_id) for h in after.history()] == [
+        ("[image]", None), ("bye \ud800", None), ("¿hola? 👋", "m1"), ("x", None),
+    ]  # fmt: skip
+    assert after.recent == ("m1", "m1")

@@ -1,8 +1,13 @@
 """One chat's session: a virtual actor living inside a SessionHost.
 
-An idle session is a five-slot object: its key, its state, when it went idle, and two pointers. The
-moment an item arrives it gets a `_Work` (a mailbox, a wake-up future, one drain task) and loses it
-again when everything is committed and acked, so 100,000 idle chats cost no task and no lock.
+An idle session is not even an object: the registry keeps its `IdleSession` tuple (its packed state,
+`ChatMemory`) and builds a `Session` from it when the chat's next item arrives. The session gets a
+`_Work` (a mailbox, a wake-up future, one drain task) and hands itself back to the registry as a
+tuple when everything is committed and acked, so 100,000 idle chats cost no task and no lock.
+
+Dedupe is by event id against everything the session holds: a message queued, in the turn being
+built or running, or in a commit being retried (the `tokens` map: a copy only adds its ack token),
+and the committed ids (`ChatMemory.recent`, kept even while an invalidated state awaits its reload).
 
 The drain task is the only code that touches a session's turns, so a chat's items are handled one
 at a time in arrival order; every chat has its own task, so chats run concurrently. While a turn
@@ -19,6 +24,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from whatsray.session.memory import ChatMemory
 from whatsray.session.policies import DoubleTextingPolicy, PolicyMode
 from whatsray.session.runtime import SessionRuntime, TurnTimeoutError
 from whatsray.session.scheduled import opens_window
@@ -41,11 +47,16 @@ from whatsray.session.turns import (
 )
 from whatsray.whatsapp.events import ChatKey, MessageEvent
 
-__all__ = ["Session"]
+__all__ = ["IdleSession", "Session"]
 
 log = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
+
+# An idle session: (went idle at, stale, the ChatMemory as a plain tuple). A plain tuple of
+# strings, bytes and numbers is untracked by the garbage collector, unlike any class instance or
+# tuple subclass, so 100,000 idle sessions add nothing to the collector's full collections.
+IdleSession = tuple[float, bool, tuple[Any, ...] | None]
 
 
 @dataclass(eq=False, slots=True)
@@ -85,14 +96,35 @@ class _Work:
 class Session:
     """One chat. Created by the registry; only `offer` is called from outside."""
 
-    __slots__ = ("_rt", "_work", "key", "last_active", "state")
+    __slots__ = ("_memory", "_rt", "_stale", "_work", "key", "last_active")
 
-    def __init__(self, key: str, runtime: SessionRuntime) -> None:
+    def __init__(self, key: str, runtime: SessionRuntime, idle: IdleSession | None = None) -> None:
         self.key = key  # the canonical chat key, shared with the registry's dict
-        self.state: SessionState | None = None  # None: (re)load before the next turn
-        self.last_active = runtime.now()
         self._rt = runtime
         self._work: _Work | None = None
+        if idle is None:
+            self.last_active = runtime.now()
+            self._memory: ChatMemory | None = None  # None: load before the next turn
+            # Reload before the next turn; the stale memory still dedupes by its committed ids.
+            self._stale = False
+        else:
+            self.last_active, self._stale, packed = idle
+            self._memory = None if packed is None else ChatMemory._make(packed)
+
+    def idle(self) -> IdleSession:
+        """This session as the registry keeps it while idle (see `IdleSession`)."""
+        memory = self._memory
+        return (self.last_active, self._stale, None if memory is None else tuple(memory))
+
+    @property
+    def state(self) -> SessionState | None:
+        """The state as loaded and updated by committed turns; None until (re)loaded."""
+        memory = self._memory
+        return None if memory is None or self._stale else memory.state()
+
+    def invalidate(self) -> None:
+        """The store changed the state: reload it before the next turn."""
+        self._stale = True
 
     @property
     def busy(self) -> bool:
@@ -122,10 +154,10 @@ class Session:
     async def _drain(self, work: _Work) -> None:
         try:
             while True:
-                await self._loaded_state(work)  # before absorbing: dedupe reads recent ids
+                await self._loaded(work)  # before absorbing: dedupe reads recent ids
                 await self._absorb(work)
                 # Again after: a handoff flipped while absorbing applies to what was absorbed.
-                state = await self._loaded_state(work)
+                state = await self._loaded(work)
                 if not work.pending:
                     if work.mailbox:
                         continue
@@ -152,13 +184,16 @@ class Session:
             self.last_active = self._rt.now()
             self._rt.on_idle(self, dropped)
 
-    async def _loaded_state(self, work: _Work) -> SessionState:
+    async def _loaded(self, work: _Work) -> ChatMemory:
         chat = work.chat
-        while self.state is None:
+        while True:
+            memory = self._memory
+            if memory is not None and not self._stale:
+                return memory
+            self._stale = False  # an invalidation during the load sets it again: load again
             state = await self._retrying("load_state", lambda: self._rt.hooks.load_state(chat))
             config = self._rt.config
-            self.state = state.bounded(config.history_limit, config.recent_ids_limit)
-        return self.state
+            self._memory = ChatMemory.of(state, config.history_limit, config.recent_ids_limit)
 
     async def _absorb(self, work: _Work) -> list[_Pending]:
         """Take every arrival: dedupe, apply statuses, queue messages. Returns the new messages."""
@@ -179,7 +214,8 @@ class Session:
                 else:
                     tokens.append(token)
                 continue
-            if self.state is not None and event_id in self.state.recent_event_ids:
+            memory = self._memory
+            if memory is not None and event_id in memory.recent:
                 rt.duplicates += 1  # committed already: only the ack was lost
                 await self._ack((token,))
                 continue
@@ -222,8 +258,8 @@ class Session:
         attempt = 1
         work.replied = False
         while True:
-            state = await self._loaded_state(work)
-            request = self._request(work, state, inputs, attempt, interrupted)
+            memory = await self._loaded(work)
+            request = self._request(work, memory, inputs, attempt, interrupted)
             journal = ToolCallJournal()
             result = await self._attempt(work, request, journal, policy)
             if result is not None:
@@ -237,11 +273,12 @@ class Session:
         await self._retrying("commit_turn", lambda: hooks.commit_turn(request, result))
         rt.turns += 1
         await self._ack(self._take_tokens(work, request.inputs))
-        if self.state is not None:  # None: invalidated, the store's copy is reloaded instead
+        held = self._memory
+        if held is not None:  # even if stale (reloaded before the next turn): dedupe reads it
             config, at = rt.config, rt.now()
             said = [history_of_event(p.event, p.sent_at) for p in inputs]
             replies = [history_of_part(part, at) for part in result.reply_parts]
-            self.state = self.state.after(
+            self._memory = held.after(
                 messages=[*said, *work.deferred, *replies],
                 event_ids=request.input_ids,
                 history_limit=config.history_limit,
@@ -255,26 +292,29 @@ class Session:
     def _request(
         self,
         work: _Work,
-        state: SessionState,
+        memory: ChatMemory,
         inputs: list[_Pending],
         attempt: int,
         interrupted: tuple[ToolCall, ...],
     ) -> TurnRequest:
         events = tuple(p.event for p in inputs)
+        ids = tuple(e.idempotency_key for e in events)
         last_inbound = _last_inbound(inputs)
-        if state.last_inbound_at is not None:
-            last_inbound = max(last_inbound or state.last_inbound_at, state.last_inbound_at)
+        latest = memory.last_inbound_at
+        if latest is not None:
+            last_inbound = max(last_inbound or latest, latest)
         return TurnRequest(
-            turn_id=turn_id_for(self.key, (e.idempotency_key for e in events)),
+            turn_id=turn_id_for(self.key, ids),
             chat=work.chat,
             inputs=events,
-            history=state.history,
-            agent=state.agent,
-            handoff=state.handoff,
+            # Never an input: the store may hold one it kept before a turn that never committed.
+            history=memory.history(without=ids),
+            agent=memory.agent,
+            handoff=memory.handoff,
             last_inbound_at=last_inbound,
             attempt=attempt,
             interrupted_tool_calls=interrupted,
-            summary=state.summary,
+            summary=memory.summary,
         )
 
     async def _attempt(
@@ -361,8 +401,9 @@ class Session:
         if deferred:  # goes into the history after the running turn's inputs
             work.deferred.extend(history)
             history = []
-        if self.state is not None:
-            self.state = self.state.after(
+        memory = self._memory
+        if memory is not None:
+            self._memory = memory.after(
                 messages=history,
                 event_ids=(e.idempotency_key for e in events),
                 history_limit=config.history_limit,
