@@ -22,6 +22,8 @@ from whatsray.whatsapp.graph_client import GraphClient
 
 log = logging.getLogger(__name__)
 
+MAX_REQUESTS = 64  # Graph requests in flight at once, and the HTTP pool's size
+
 
 class OutboxActor:
     def __init__(
@@ -35,7 +37,13 @@ class OutboxActor:
         throughput_mps: float,
         templates_file: str | None = None,
     ) -> None:
-        self._http = httpx.AsyncClient(timeout=httpx.Timeout(30.0, connect=5.0))
+        # As many connections as the outbox makes requests at once (Outbox(max_requests=...)).
+        self._http = httpx.AsyncClient(
+            timeout=httpx.Timeout(30.0, connect=5.0),
+            limits=httpx.Limits(
+                max_connections=MAX_REQUESTS, max_keepalive_connections=MAX_REQUESTS
+            ),
+        )
         # The Store actor serves both the outbound ledger and the chats' 24 h windows.
         ledger = LedgerClient(store)
         graph = GraphClient(
@@ -51,6 +59,7 @@ class OutboxActor:
             ledger,
             throughput_mps=throughput_mps,
             window_lookup=ledger.window,
+            max_requests=MAX_REQUESTS,
             # Invalid templates fail the actor's start with the loader's message (as at load).
             templates=load_templates(templates_file),
         )

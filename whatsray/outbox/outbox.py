@@ -122,7 +122,8 @@ class Outbox:
         ambiguous_grace_s: float = 10.0,
         grace_poll_s: float = 0.5,
         rng: random.Random | None = None,
-        write_linger_s: float = 0.02,
+        write_linger_s: float = 0.05,
+        max_requests: int = 64,
     ) -> None:
         self.phone_number_id = phone_number_id
         self._graph = graph
@@ -144,6 +145,10 @@ class Outbox:
         )
         self.stats = OutboxStats(rate_limit=self._limiter.stats)
         self.memory = OutboxMemory()
+        # At most this many Graph requests at once (sends and read receipts): beyond that an
+        # HTTP pool only queues them, and httpcore's pool does so at a cost that grows with
+        # the queue (a burst of thousands spun a core).
+        self._requests = asyncio.Semaphore(max_requests)
         # One store call carries every wamid and status seen while the last one was in flight.
         self._behind: Batcher[SendResult | StatusWrite, None] = Batcher(
             self._write_behind, name=f"outbox-{phone_number_id}-writes", linger_s=write_linger_s
@@ -264,20 +269,24 @@ class Outbox:
     async def mark_read(self, message_id: str, typing_indicator: bool = False) -> None:
         """Blue ticks on `message_id` (and earlier ones), optionally with the typing indicator."""
         self._check_open()
-        await self._graph.mark_as_read(message_id, typing_indicator=typing_indicator)
+        async with self._requests:
+            await self._graph.mark_as_read(message_id, typing_indicator=typing_indicator)
 
     async def mark_reads(self, message_ids: Sequence[str], typing_indicator: bool = True) -> None:
         """`mark_read` for each id, in the background: best effort, returns at once (a read
         receipt never holds up a turn). Failures are logged."""
         self._check_open()
-        for message_id in message_ids:
-            self._spawn(self._mark_read_logged(message_id, typing_indicator))
+        self._spawn(self._mark_reads_logged(list(message_ids), typing_indicator))
 
-    async def _mark_read_logged(self, message_id: str, typing_indicator: bool) -> None:
-        try:
-            await self._graph.mark_as_read(message_id, typing_indicator=typing_indicator)
-        except Exception as exc:  # a missing read receipt must never cost the user the answer
-            log.warning("mark-as-read of %s failed: %s", message_id, _describe(exc))
+    async def _mark_reads_logged(self, message_ids: list[str], typing_indicator: bool) -> None:
+        async def one(message_id: str) -> None:
+            try:
+                async with self._requests:
+                    await self._graph.mark_as_read(message_id, typing_indicator=typing_indicator)
+            except Exception as exc:  # a missing read receipt never costs the user the answer
+                log.warning("mark-as-read of %s failed: %s", message_id, _describe(exc))
+
+        await asyncio.gather(*(one(message_id) for message_id in message_ids))
 
     async def _send_logged(self, items: Sequence[OutboundItem]) -> None:
         try:
@@ -393,7 +402,8 @@ class Outbox:
             self.memory.attempt(outbound_id, last_error)  # before the request
             attempts += 1
             try:
-                result = await self._graph.send(message)
+                async with self._requests:
+                    result = await self._graph.send(message)
             except WhatsAppError as exc:
                 if exc.code == RE_ENGAGEMENT_CODE or isinstance(exc, ReEngagementError):
                     record = await self._get(outbound_id)

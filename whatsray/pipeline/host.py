@@ -76,7 +76,7 @@ class SessionHostCore:
         handoff_release_after_s: float | None = None,
         partitions: int | None = None,
         invalidate_elsewhere: InvalidateElsewhere | None = None,
-        commit_linger_s: float = 0.005,
+        commit_linger_s: float = 0.02,
     ) -> None:
         self.partition = partition
         self._inbox = inbox

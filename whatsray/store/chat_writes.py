@@ -79,6 +79,7 @@ class _ChatTouch:
     user: str
     last_inbound_at: float | None
     now: float
+    session: tuple[str | None, bool] | None = None  # (agent, handoff) a turn set, if any
 
 
 def _touch(
@@ -99,9 +100,18 @@ def _touch(
 
 
 def touch_chats(conn: DuckDBPyConnection, touches: dict[str, _ChatTouch]) -> None:
-    """Create missing chat rows; move `updated_at` and the last inbound time forward only."""
+    """Create missing chat rows; move `updated_at` and the last inbound time forward only; set
+    the agent and handoff flag a turn decided. One upsert for all the chats of a batch (a
+    batched UPDATE ... FROM costs more, and more as the table grows)."""
     if not touches:
         return
+    current = {
+        chat: (agent, handoff)
+        for chat, agent, handoff in conn.execute(
+            "SELECT chat, agent, handoff FROM chats WHERE chat IN (SELECT unnest(?::VARCHAR[]))",
+            [list(touches)],
+        ).fetchall()
+    }
     source, params = rows_table(
         [
             ("chat", "VARCHAR"),
@@ -109,15 +119,22 @@ def touch_chats(conn: DuckDBPyConnection, touches: dict[str, _ChatTouch]) -> Non
             ("user_id", "VARCHAR"),
             ("last_inbound_at", "DOUBLE"),
             ("now", "DOUBLE"),
+            ("agent", "VARCHAR"),
+            ("handoff", "BOOLEAN"),
         ],
-        [(c, t.phone_number_id, t.user, t.last_inbound_at, t.now) for c, t in touches.items()],
+        [
+            (c, t.phone_number_id, t.user, t.last_inbound_at, t.now, *agent_and_handoff)
+            for c, t in touches.items()
+            for agent_and_handoff in (t.session or current.get(c, (None, False)),)
+        ],
     )
     conn.execute(
         "INSERT INTO chats (chat, phone_number_id, user_id, last_inbound_at, created_at,"
-        f" updated_at) SELECT chat, phone_number_id, user_id, last_inbound_at, now, now"
-        f" FROM ({source}) ON CONFLICT (chat) DO UPDATE SET"
+        " updated_at, agent, handoff) SELECT chat, phone_number_id, user_id, last_inbound_at,"
+        f" now, now, agent, handoff FROM ({source}) ON CONFLICT (chat) DO UPDATE SET"
         " last_inbound_at = greatest(chats.last_inbound_at, excluded.last_inbound_at),"
-        " updated_at = greatest(chats.updated_at, excluded.updated_at)",
+        " updated_at = greatest(chats.updated_at, excluded.updated_at),"
+        " agent = excluded.agent, handoff = excluded.handoff",
         params,
     )
 
@@ -171,6 +188,21 @@ def _upsert_contacts(conn: DuckDBPyConnection, updates: Sequence[ContactUpdate])
 def _insert_inbound(conn: DuckDBPyConnection, rows: Sequence[InboundRow]) -> list[bool]:
     """Insert-if-absent keyed by wamid: False (and nothing written) for a message seen before,
     in the database or earlier in this group."""
+    touches: dict[str, _ChatTouch] = {}
+    inserted = insert_inbound(conn, rows, touches)
+    touch_chats(conn, touches)
+    return inserted
+
+
+def insert_inbound(
+    conn: DuckDBPyConnection,
+    rows: Sequence[InboundRow],
+    touches: dict[str, _ChatTouch],
+    turn_ids: dict[str, str] | None = None,
+) -> list[bool]:
+    """`_insert_inbound`, leaving the chat rows to the caller (`touches`: one upsert for the
+    whole transaction). `turn_ids`: inputs stored already consumed by these turns."""
+    turn_ids = turn_ids or {}
     first: dict[str, int] = {}
     for i, row in enumerate(rows):
         first.setdefault(row.message_id, i)
@@ -185,9 +217,20 @@ def _insert_inbound(conn: DuckDBPyConnection, rows: Sequence[InboundRow]) -> lis
             ("written_at", "DOUBLE"),
             ("received_at", "DOUBLE"),
             ("wamid", "VARCHAR"),
+            ("turn_id", "VARCHAR"),
         ],
         [
-            (r.message_id, r.chat, r.type, r.text, r.raw, r.at, r.received_at, _wamid(r))
+            (
+                r.message_id,
+                r.chat,
+                r.type,
+                r.text,
+                r.raw,
+                r.at,
+                r.received_at,
+                _wamid(r),
+                turn_ids.get(r.message_id),
+            )
             for r in unique
         ],
     )
@@ -196,23 +239,22 @@ def _insert_inbound(conn: DuckDBPyConnection, rows: Sequence[InboundRow]) -> lis
         row[0]
         for row in conn.execute(
             "INSERT INTO messages (id, chat, direction, type, text, raw, wamid, status,"
-            " created_at, updated_at) SELECT id, chat, 'in', type, text, raw, wamid, 'received',"
-            f" written_at, received_at FROM ({source}) ON CONFLICT DO NOTHING RETURNING id",
+            " created_at, updated_at, turn_id) SELECT id, chat, 'in', type, text, raw, wamid,"
+            f" 'received', written_at, received_at, turn_id FROM ({source})"
+            " ON CONFLICT DO NOTHING RETURNING id",
             params,
         ).fetchall()
     }
     new = [r for r in unique if r.message_id in inserted]
     if new:
-        touches: dict[str, _ChatTouch] = {}
         for r in new:
             # A scheduled input is not the user writing: the chat exists, the window stays.
             written = None if r.scheduled else r.at
             _touch(touches, r.chat, r.phone_number_id, r.user, r.received_at, written)
-        touch_chats(conn, touches)
         contacts = [
             ContactUpdate(r.chat, r.phone_number_id, r.phone, r.bsuid, r.profile_name, r.at)
             for r in new
-            if not r.scheduled
+            if not r.scheduled and r.update_contact
         ]
         if contacts:
             _upsert_contacts(conn, contacts)
@@ -292,7 +334,7 @@ def insert_outbound(
         conn.execute(
             "INSERT INTO messages (id, chat, direction, type, text, raw, status, turn_id,"
             " created_at, updated_at) SELECT id, chat, 'out', type, text, raw, 'pending',"
-            f" turn_id, created_at, ? FROM ({source}) ON CONFLICT DO NOTHING",
+            f" turn_id, created_at, ? FROM ({source})",  # new in the ledger: new here too
             [now, *params],
         )
     return inserted
@@ -301,12 +343,21 @@ def insert_outbound(
 def _record_turn_results(
     conn: DuckDBPyConnection, groups: Sequence[TurnResults]
 ) -> list[list[bool]]:
+    """A batch of turns in a few statements whatever its size (docs/store.md, "Writes"):
+    inputs inserted already consumed, one upsert for the chats, turns inserted (replaced only
+    when retried), replies recorded, session rows only where there is more to keep than the
+    chat row holds."""
     now = max(g.now for g in groups)
     touches: dict[str, _ChatTouch] = {}
-    # Inputs first: the turns below mark them consumed.
+    turns = {g.turn.turn_id: g.turn for g in groups if g.turn is not None}  # the last one wins
+    consumed = {mid: t.turn_id for t in turns.values() for mid in t.input_ids}
+
+    # Inputs first, stored as consumed by their turn.
     inbound = [row for g in groups for row in g.inbound]
+    fresh_inputs: set[str] = set()
     if inbound:
-        _insert_inbound(conn, inbound)
+        flags = insert_inbound(conn, inbound, touches, consumed)
+        fresh_inputs = {row.message_id for row, new in zip(inbound, flags, strict=True) if new}
 
     # Replies: the first occurrence of an id in the group is the one that may be new.
     seen: set[str] = set()
@@ -330,25 +381,57 @@ def _record_turn_results(
             claimed.add(oid)
         results.append(flags)
 
-    # Turns: a repeated turn id replaces the earlier record (the last one wins), tool calls too.
-    turns = {g.turn.turn_id: g.turn for g in groups if g.turn is not None}
     if turns:
-        _replace_turns(conn, list(turns.values()))
-        calls = {g.turn.turn_id: g.tool_calls for g in groups if g.turn is not None}
-        _replace_tool_calls(conn, calls)
+        _write_turns(
+            conn,
+            list(turns.values()),
+            {g.turn.turn_id: g.tool_calls for g in groups if g.turn is not None},
+        )
+        # Inputs stored before their turn (a handoff, a retry) are marked consumed now.
+        earlier = {mid: tid for mid, tid in consumed.items() if mid not in fresh_inputs}
+        if earlier:
+            _mark_consumed(conn, earlier, turns)
 
     # Sessions: the last snapshot of each chat wins.
     sessions = {g.session.snapshot.chat: g.session for g in groups if g.session is not None}
     for s in sessions.values():
         snap = s.snapshot
         _touch(touches, snap.chat, s.phone_number_id, s.user, now, snap.last_inbound_at)
+        touches[snap.chat].session = (snap.agent, snap.handoff)
     touch_chats(conn, touches)
-    if sessions:
-        _replace_sessions(conn, list(sessions.values()), now)
+    kept = [s for s in sessions.values() if s.snapshot.summary is not None or s.snapshot.state]
+    if kept:
+        _replace_sessions(conn, kept, now)
     return results
 
 
-def _replace_turns(conn: DuckDBPyConnection, turns: list[TurnRecord]) -> None:
+def _write_turns(
+    conn: DuckDBPyConnection,
+    turns: list[TurnRecord],
+    calls: dict[str, tuple[ToolCallRecord, ...]],
+) -> None:
+    """Insert the turns; a turn id stored before (a retried turn) is replaced, with its tool
+    calls. A retry is rare: the common batch is one probe and one plain insert."""
+    known = {
+        turn_id
+        for (turn_id,) in conn.execute(
+            "SELECT turn_id FROM turns WHERE turn_id IN (SELECT unnest(?::VARCHAR[]))",
+            [[t.turn_id for t in turns]],
+        ).fetchall()
+    }
+    if known:
+        conn.execute(
+            "DELETE FROM turns WHERE turn_id IN (SELECT unnest(?::VARCHAR[]))", [sorted(known)]
+        )
+        conn.execute(
+            "DELETE FROM tool_calls WHERE turn_id IN (SELECT unnest(?::VARCHAR[]))",
+            [sorted(known)],
+        )
+    _insert_turns(conn, turns)
+    _insert_tool_calls(conn, {t: c for t, c in calls.items() if c})
+
+
+def _insert_turns(conn: DuckDBPyConnection, turns: list[TurnRecord]) -> None:
     columns = [
         ("turn_id", "VARCHAR"),
         ("chat", "VARCHAR"),
@@ -386,28 +469,26 @@ def _replace_turns(conn: DuckDBPyConnection, turns: list[TurnRecord]) -> None:
         ],
     )
     names = column_names(columns)
-    conn.execute(f"INSERT OR REPLACE INTO turns ({names}) SELECT * FROM ({source})", params)
-    # The turn's input messages are processed now (a later turn over them wins).
-    consumed = {(mid, t.chat): t.turn_id for t in turns for mid in t.input_ids}
-    if consumed:
-        source, params = rows_table(
-            [("id", "VARCHAR"), ("chat", "VARCHAR"), ("turn_id", "VARCHAR")],
-            [(mid, chat, turn_id) for (mid, chat), turn_id in consumed.items()],
-        )
-        conn.execute(
-            f"UPDATE messages SET turn_id = u.turn_id FROM ({source}) u"
-            " WHERE messages.id = u.id AND messages.chat = u.chat AND messages.direction = 'in'",
-            params,
-        )
+    conn.execute(f"INSERT INTO turns ({names}) SELECT * FROM ({source})", params)
 
 
-def _replace_tool_calls(
+def _mark_consumed(
+    conn: DuckDBPyConnection, consumed: dict[str, str], turns: dict[str, TurnRecord]
+) -> None:
+    source, params = rows_table(
+        [("id", "VARCHAR"), ("chat", "VARCHAR"), ("turn_id", "VARCHAR")],
+        [(mid, turns[tid].chat, tid) for mid, tid in consumed.items()],
+    )
+    conn.execute(
+        f"UPDATE messages SET turn_id = u.turn_id FROM ({source}) u"
+        " WHERE messages.id = u.id AND messages.chat = u.chat AND messages.direction = 'in'",
+        params,
+    )
+
+
+def _insert_tool_calls(
     conn: DuckDBPyConnection, calls: dict[str, tuple[ToolCallRecord, ...]]
 ) -> None:
-    source, params = rows_table([("turn_id", "VARCHAR")], [(turn_id,) for turn_id in calls])
-    conn.execute(
-        f"DELETE FROM tool_calls WHERE turn_id IN (SELECT turn_id FROM ({source}))", params
-    )
     columns = [
         ("turn_id", "VARCHAR"),
         ("idx", "INTEGER"),
@@ -444,11 +525,6 @@ def _replace_sessions(
             for s in sessions
             for snap in (s.snapshot,)
         ],
-    )
-    conn.execute(
-        f"UPDATE chats SET agent = u.agent, handoff = u.handoff FROM ({source}) u"
-        " WHERE chats.chat = u.chat",
-        params,
     )
     conn.execute(
         "INSERT OR REPLACE INTO sessions (chat, summary, state, updated_at)"

@@ -85,6 +85,8 @@ class InboundRow:
     # A scheduled input (a reminder's run, `whatsray.session.scheduled`): stored with its own
     # type and no wamid; it neither opens the 24-hour window nor tells us about the contact.
     scheduled: bool = False
+    # False: the store wrote this contact's details lately (`ContactsSeen`): skip the upsert.
+    update_contact: bool = True
 
 
 def inbound_row(event: MessageEvent, now: float) -> InboundRow:

@@ -15,6 +15,7 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -65,7 +66,7 @@ from whatsray.store.records import (
     TurnRecord,
     chat_string,
 )
-from whatsray.store.rows import dump_json, inbound_row, outbound_from_row
+from whatsray.store.rows import InboundRow, dump_json, inbound_row, outbound_from_row
 from whatsray.store.schema import MIGRATIONS
 from whatsray.store.writer import GroupCommitWriter, WriteKind, WriteOp, WriterStats
 from whatsray.whatsapp.events import ChatKey, MessageEvent
@@ -123,6 +124,7 @@ class Store(JobsMixin, OptInMixin):
         self._closed = False
         self.schema_version = 0
         self.applied_migrations: list[int] = []
+        self._contacts = ContactsSeen()
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -290,9 +292,13 @@ class Store(JobsMixin, OptInMixin):
             except (ValueError, TypeError) as exc:  # bad input: this turn only
                 outcome.append(exc)
         futures = self._writer.submit_many(TURN_RESULTS, valid)
-        done = iter(
-            await asyncio.gather(*(asyncio.wrap_future(f) for f in futures), return_exceptions=True)
+        results = await asyncio.gather(
+            *(asyncio.wrap_future(f) for f in futures), return_exceptions=True
         )
+        for written, result in zip(valid, results, strict=True):
+            if not isinstance(result, BaseException):
+                self._contacts.written(written.inbound)
+        done = iter(results)
         return [o if isinstance(o, Exception) else _as_outcome(next(done)) for o in outcome]
 
     def _turn_results(self, commit: TurnCommit) -> TurnResults:
@@ -301,7 +307,7 @@ class Store(JobsMixin, OptInMixin):
         return TurnResults(
             now,
             turn=commit.turn,
-            inbound=tuple(inbound_row(event, now) for event in commit.inputs),
+            inbound=tuple(self._contacts.mark(inbound_row(e, now)) for e in commit.inputs),
             outbound=tuple(_prepare_outbound(item) for item in commit.outbound),
             session=_prepare_session(commit.session) if commit.session is not None else None,
             tool_calls=commit.tool_calls,
@@ -549,6 +555,34 @@ class Store(JobsMixin, OptInMixin):
             return True
 
         return await self._write_op(write)
+
+
+class ContactsSeen:
+    """What this store wrote lately about each contact, so that a warm chat's turn does not
+    upsert the same details with every message (an upsert is the dearest statement of a turn's
+    batch). `last_seen` is then exact to `refresh_s`. Only the one writer can keep this."""
+
+    def __init__(self, refresh_s: float = 300.0, max_entries: int = 200_000) -> None:
+        self._seen: dict[str, tuple[str | None, str | None, str | None, float]] = {}
+        self._refresh_s = refresh_s
+        self._max = max_entries
+
+    def mark(self, row: InboundRow) -> InboundRow:
+        known = self._seen.get(row.chat)
+        if (
+            known is not None
+            and known[:3] == (row.phone, row.bsuid, row.profile_name)
+            and row.at - known[3] < self._refresh_s
+        ):
+            return replace(row, update_contact=False)
+        return row
+
+    def written(self, rows: Sequence[InboundRow]) -> None:
+        for row in rows:
+            if row.update_contact and not row.scheduled:
+                if len(self._seen) >= self._max:
+                    self._seen.clear()
+                self._seen[row.chat] = (row.phone, row.bsuid, row.profile_name, row.at)
 
 
 def _as_outcome(result: list[bool] | BaseException) -> list[bool] | Exception:
