@@ -34,6 +34,7 @@ from whatsray.agents.config import AgentsConfig, EngineSpec
 from whatsray.agents.router import RouteDecision, RouteRequest
 from whatsray.calls import calls
 from whatsray.llm import ChatEngine, build_engine
+from whatsray.session.turns import ToolCallJournal
 from whatsray.tools import PlatformToolServices, ToolServices
 
 
@@ -128,6 +129,11 @@ class AgentWorker:
         result. Cancelling the remote generator cancels the turn here."""
         async for item in stream_turn(self._agent, request):
             yield item
+
+    async def run(self, request: AgentTurnRequest) -> AgentTurnResult:
+        """A turn in one call, for agents without tools: nothing to journal on the way (one
+        object back instead of a stream of them). Cancelling the call cancels the turn."""
+        return await self._agent.run(request, ToolCallJournal())
 
     async def load(self) -> AgentLoad:
         """This worker's inference load (its admission queue and its engine)."""

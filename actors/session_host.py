@@ -55,14 +55,16 @@ class SessionHost:
         self._inbox = Inbox.from_url(redis_url, partitions=partitions)
         self._partitions = partitions
         outbox_clients = {pnid: PipelineOutboxClient(h) for pnid, h in outboxes.items()}
+        agents_config = load_config(agents_file, engine_override)
+        with_tools = frozenset(a.name for a in agents_config.agents if a.tools)
         self._core = SessionHostCore(
             partition,
             inbox=self._inbox,
             store=HostStoreClient(store),
             router=RouterClient(router),
-            agents=AgentPool(agent_workers),
+            agents=AgentPool(agent_workers, with_tools),
             outbox_for=outbox_clients.__getitem__,
-            agents_config=load_config(agents_file, engine_override),
+            agents_config=agents_config,
             session_config=SessionConfig(idle_timeout_s=idle_timeout_s),
             operator_number=operator_number,
             handoff_release_after_s=handoff_release_after_s or None,
