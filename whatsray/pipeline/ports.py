@@ -1,7 +1,7 @@
 """What the pipeline needs of its collaborators: the methods it calls, nothing more.
 
 The real classes (`Store`, `Outbox`, `Router`, `Agent`) satisfy these directly; the Ray edge
-satisfies them with thin proxies that forward each call to an actor.
+satisfies them with typed clients that forward each call to an actor (`actors/clients/`).
 """
 
 from __future__ import annotations
