@@ -24,6 +24,7 @@ from whatsray.whatsapp.graph_client import GraphClient
 log = logging.getLogger(__name__)
 
 MAX_REQUESTS = 64  # Graph requests in flight at once, and the HTTP pool's size
+SWEEP_EVERY_S = 30.0  # how often the ledger is swept for sends nobody took up
 
 
 class OutboxActor:
@@ -65,8 +66,22 @@ class OutboxActor:
             # Invalid templates fail the actor's start with the loader's message (as at load).
             templates=load_templates(templates_file),
         )
-        # After a crash: send what the last incarnation recorded but never finished.
+        # After a crash: send what the last incarnation recorded but never finished; then, now
+        # and then, what was recorded and never handed over (docs/outbox.md, "Sweeps").
         self._resumed = asyncio.get_running_loop().create_task(self._outbox.resume_pending())
+        self._sweeping = asyncio.get_running_loop().create_task(self._sweep_forever())
+
+    async def _sweep_forever(self) -> None:
+        await asyncio.shield(self._resumed)
+        while True:
+            await asyncio.sleep(SWEEP_EVERY_S)
+            try:
+                await self._outbox.sweep_pending(older_than_s=SWEEP_EVERY_S)
+            except Exception:  # the store is down: the next sweep tries again
+                log.warning("sweeping pending sends failed", exc_info=True)
+
+    async def sweep_pending(self, older_than_s: float = 30.0) -> int:
+        return await self._outbox.sweep_pending(older_than_s)
 
     async def dispatch(
         self,

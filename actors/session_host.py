@@ -65,6 +65,7 @@ class SessionHost:
             agents=AgentPool(agent_workers, with_tools),
             outbox_for=outbox_clients.__getitem__,
             agents_config=agents_config,
+            phone_number_ids=tuple(outboxes),
             session_config=SessionConfig(idle_timeout_s=idle_timeout_s),
             operator_number=operator_number,
             handoff_release_after_s=handoff_release_after_s or None,

@@ -40,6 +40,10 @@ class PipelineOutboxClient(Client):
         calls.count(OUTBOX, "mark_reads")
         return await self._handle.mark_reads.remote(message_ids, typing_indicator)
 
+    async def sweep_pending(self, older_than_s: float = 30.0) -> int:
+        calls.count(OUTBOX, "sweep_pending")
+        return await self._handle.sweep_pending.remote(older_than_s)
+
 
 class AdminOutboxClient(Client):
     """The admin API's outbox (`AdminOutboxPort`): sends and dead-letter replays."""

@@ -160,6 +160,7 @@ async def running_pipeline(
                     agents_config=config,
                     session_config=SessionConfig(),
                     consumer_options={"block_ms": 50},
+                    phone_number_ids=[DEFAULT_PHONE_NUMBER_ID],
                 )
 
             hosts = [make_host(p) for p in range(PARTITIONS)]
@@ -502,3 +503,31 @@ async def test_a_crash_between_the_commit_and_the_ack_redelivers_and_sends_nothi
     assert await pipeline.store.count_turns() == turns
     assert await pipeline.store.count_outbound() == outbound
     assert await pipeline.inbox.pending_count(partition) == 0
+
+
+async def test_a_reply_committed_but_never_dispatched_is_sent_by_the_restarted_host(
+    pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The host died after its batch's commit and before the dispatch: the redelivered entry
+    is committed already (acked, no new turn), so the restarted host has the outbox take the
+    recorded reply up."""
+    user = "15551260001"
+    partition = partition_for(
+        ChatKey(phone_number_id=DEFAULT_PHONE_NUMBER_ID, user=user), PARTITIONS
+    )
+    dispatch = pipeline.outbox.dispatch
+    lost: list[Any] = []
+
+    async def host_died(items: Any, *args: Any, **kwargs: Any) -> None:
+        lost.extend(items)  # committed; the dispatch never left the dying host
+        raise ConnectionError("the host died")
+
+    monkeypatch.setattr(pipeline.outbox, "dispatch", host_died)
+    await pipeline.user_says(user, "do not lose me")
+    await eventually(lambda: bool(lost))
+    await pipeline.restart_host(partition)  # the failed turn's retry dies with the old host
+    monkeypatch.setattr(pipeline.outbox, "dispatch", dispatch)
+    assert await pipeline.replies_to(user, 1, within_s=30) == ["echo: do not lose me"]
+    await pipeline.quiet()
+    assert len(pipeline.emulator.outbound(to=user)) == 1
+    assert await pipeline.store.count_outbound(status="pending") == 0

@@ -154,6 +154,7 @@ class Outbox:
             self._write_behind, name=f"outbox-{phone_number_id}-writes", linger_s=write_linger_s
         )
         self._lanes: dict[str, _Lane] = {}
+        self._delivering: set[str] = set()  # outbound ids some task is sending
         self._tasks: set[asyncio.Task[Any]] = set()
         self._dead_lettering: set[str] = set()
         self._closed = False
@@ -213,6 +214,14 @@ class Outbox:
 
     async def _send_recorded(self, items: Sequence[OutboundItem]) -> list[OutboundRecord]:
         """Send items already in the ledger: one lane per recipient, parts in order."""
+        ids = [item.outbound_id for item in items]
+        self._delivering.update(ids)  # a sweep leaves these alone
+        try:
+            return await self._send_in_lanes(items)
+        finally:
+            self._delivering.difference_update(ids)
+
+    async def _send_in_lanes(self, items: Sequence[OutboundItem]) -> list[OutboundRecord]:
         lanes: dict[str, list[int]] = {}
         for index, item in enumerate(items):
             lanes.setdefault(recipient_key(item.to), []).append(index)
@@ -252,19 +261,32 @@ class Outbox:
         self._spawn(self._send_logged(items))
 
     async def resume_pending(self, limit: int = 10_000) -> int:
-        """Send what a previous outbox recorded but never finished (call once at start).
+        """Send what a previous outbox recorded but never finished (call once at start)."""
+        return await self.sweep_pending(older_than_s=0.0, limit=limit)
+
+    async def sweep_pending(self, older_than_s: float = 30.0, limit: int = 10_000) -> int:
+        """Send what is pending in the ledger, older than `older_than_s`, and not being sent:
+        what a previous outbox left, a reply whose session host died between its commit and its
+        dispatch, a background send that failed. Returns how many it took up.
 
         Each goes through the grace wait for a status webhook first (the ledger cannot say
-        whether the last outbox attempted it), so a message that did reach Meta before the crash
-        is not sent again.
+        whether an earlier outbox attempted it), so a message that did reach Meta is not sent
+        again. The actor calls this at start and then periodically; a restarted session host
+        calls it once (docs/outbox.md, "Sweeps").
         """
+        self._check_open()
         records = await self._ledger.pending_outbound(self.phone_number_id, limit)
-        for record in records:
-            self.memory.put_loaded(record)
-        if records:
-            log.info("resuming %d pending outbound message(s)", len(records))
-            self._spawn(self._send_logged([record.to_item() for record in records]))
-        return len(records)
+        cutoff = self._now() - older_than_s
+        todo = [
+            self.memory.put_loaded(r)
+            for r in records
+            if r.outbound_id not in self._delivering and r.created_at <= cutoff
+        ]
+        todo = [r for r in todo if r.status == "pending"]  # memory may know better
+        if todo:
+            log.info("taking up %d pending outbound message(s)", len(todo))
+            self._spawn(self._send_logged([record.to_item() for record in todo]))
+        return len(todo)
 
     async def mark_read(self, message_id: str, typing_indicator: bool = False) -> None:
         """Blue ticks on `message_id` (and earlier ones), optionally with the typing indicator."""

@@ -10,7 +10,7 @@ import asyncio
 import dataclasses
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
 
 from whatsray.agents.config import AgentsConfig
@@ -56,7 +56,11 @@ class SessionHostCore:
     Everything the host sends on the sessions' behalf goes out in batches (docs/hot-path.md):
     turn commits (`commit_linger_s`), acks, status webhooks (straight from the consumer to the
     outbox, never through a session) and read receipts. `router` is asked only when the rules,
-    applied here, leave the choice to its classifier."""
+    applied here, leave the choice to its classifier.
+
+    At start the host asks each of `phone_number_ids`' outboxes to take up what is recorded and
+    pending: a host that died between a batch's commit and its dispatch leaves replies that its
+    redelivered entries will not send again (they are committed), docs/outbox.md, "Sweeps"."""
 
     def __init__(
         self,
@@ -77,6 +81,7 @@ class SessionHostCore:
         partitions: int | None = None,
         invalidate_elsewhere: InvalidateElsewhere | None = None,
         commit_linger_s: float = 0.02,
+        phone_number_ids: Sequence[str] = (),
     ) -> None:
         self.partition = partition
         self._inbox = inbox
@@ -116,10 +121,17 @@ class SessionHostCore:
         )
         self.registry = SessionRegistry(hooks, config, now=now)
         self._consumer_options = consumer_options or {}
+        self._outbox_for = outbox_for
+        self._phone_number_ids = tuple(phone_number_ids)
         self.consumer: PartitionConsumer | None = None
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
+        for number in self._phone_number_ids:
+            try:
+                await self._outbox_for(number).sweep_pending(0.0)
+            except Exception:  # its own periodic sweep takes them up later
+                log.warning("partition %d: outbox %s sweep failed", self.partition, number)
         self.consumer = PartitionConsumer(
             self._inbox,
             self.partition,

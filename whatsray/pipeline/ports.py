@@ -55,6 +55,11 @@ class OutboxPort(Protocol):
         """Read receipts (and the typing indicator), best effort, in the background."""
         ...
 
+    async def sweep_pending(self, older_than_s: float = 30.0) -> int:
+        """Send what is recorded and pending but nobody is sending (e.g. the replies a crashed
+        host committed but never dispatched)."""
+        ...
+
 
 class RouterPort(Protocol):
     async def route(self, request: RouteRequest) -> RouteDecision: ...
