@@ -4,10 +4,20 @@
 replica then calls `Platform.start()`, which creates every actor of the platform, or finds it when
 it already runs (named, detached, `get_if_exists`). Ray restarts any of them that dies
 (`max_restarts=-1`), and each rebuilds its state from the inbox and the store.
+
+Placement: by default Ray puts each actor where it likes (no CPU reserved, no resources asked).
+`WHATSRAY_PLACEMENT` (JSON, read where the platform starts: the ingress replica's environment,
+so set it before the Ray nodes start) asks for custom resources per actor kind, so that a
+cluster can pin them: `{"store": {"head": 0.01}, "session_host": [{"w0": 0.01}, {"w1": 0.01}]}`.
+Kinds: store, outbox, scheduler, router, agent_worker, session_host, local_services, ingress. A
+list spreads the actors of a kind: session host `p` (agent worker `i`) takes entry `p % len`
+(`i % len`); every other kind takes the first entry. See `benchmarks/multinode.py`.
 """
 
 from __future__ import annotations
 
+import json
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -61,6 +71,26 @@ ACTOR_OPTIONS: dict[str, Any] = {
 }
 
 
+PLACEMENT_ENV = "WHATSRAY_PLACEMENT"
+_KINDS = {
+    StoreActor: "store",
+    OutboxActor: "outbox",
+    SchedulerActor: "scheduler",
+    RouterActor: "router",
+    AgentWorker: "agent_worker",
+    SessionHost: "session_host",
+    LocalServices: "local_services",
+}
+
+
+def placement_resources(kind: str, index: int = 0) -> dict[str, float]:
+    """The custom resources `WHATSRAY_PLACEMENT` asks for this actor kind (none when unset)."""
+    wanted = json.loads(os.environ.get(PLACEMENT_ENV) or "{}").get(kind)
+    if isinstance(wanted, list):
+        wanted = wanted[index % len(wanted)] if wanted else None
+    return {str(k): float(v) for k, v in (wanted or {}).items()}
+
+
 def _secret(settings: Settings, name: str) -> str:
     value = getattr(settings, name)
     if value is None:
@@ -76,7 +106,13 @@ class Platform:
     settings: Settings
 
     def _actor(self, cls: type, name: str, *args: Any, **kwargs: Any) -> Any:
-        return ray.remote(cls).options(name=name, **ACTOR_OPTIONS).remote(*args, **kwargs)
+        options = dict(ACTOR_OPTIONS)
+        kind = _KINDS.get(cls, "")
+        suffix = name.rsplit("-", 1)[-1]
+        index = int(suffix) if kind in ("session_host", "agent_worker") and suffix.isdigit() else 0
+        if resources := placement_resources(kind, index):
+            options["resources"] = resources
+        return ray.remote(cls).options(name=name, **options).remote(*args, **kwargs)
 
     @property
     def phone_number_ids(self) -> list[str]:
@@ -217,7 +253,7 @@ def build_app(settings: Settings | None = None) -> Any:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     deployment = serve.deployment(
         name="ingress",
-        ray_actor_options={"num_cpus": 0},
+        ray_actor_options={"num_cpus": 0, "resources": placement_resources("ingress")},
         max_ongoing_requests=1000,
     )(serve.ingress()(Ingress))
     return deployment.bind(Platform(settings).start, llm_deployments(settings))

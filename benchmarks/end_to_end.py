@@ -16,6 +16,13 @@ A rate is held when every message got its reply within `--drain-s` and p99 staye
 (no backlog building up). By default every chat gets one message first, unmeasured, so the
 measured turns run on active sessions (`--no-warmup` to measure cold activations too).
 
+The cost of a message (`benchmarks/cost.py`, docs/hot-path.md): after each rate, once every
+reply's statuses are applied ("read" in the store) and the platform is quiet, the table gives
+platform CPU milliseconds per message (every process of the platform, summed from /proc; the
+emulator runs as its own process, reported apart, with the platform in cluster mode against it
+as against Meta; `--emulator-in-ray` puts it back in local mode's actor), Store calls and Ray
+actor calls per message (the platform's own counters) and DuckDB transactions per second.
+
 Run:  .venv/bin/python benchmarks/end_to_end.py [--rates 50 100 200] [--seconds 5] [--chats 1000]
 With the agent on the vLLM deployment (turn latency at a fixed rate):
       .venv/bin/python benchmarks/end_to_end.py --agents tests/vllm/agents.yaml --rates 1 2 4
@@ -38,6 +45,7 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.cost import CostMeter, Snapshot, cost_table  # noqa: E402
 from benchmarks.ray_platform import running_platform  # noqa: E402
 
 AGENTS = Path(__file__).resolve().parent / "agents.yaml"
@@ -51,6 +59,9 @@ class Step:
     failed: int = 0
     max_lag_s: float = 0.0  # how late the scheduler fired, at worst (the driver's own limit)
     latencies: list[float] = field(default_factory=list)
+    cost: Snapshot | None = None  # what the step cost, all of it applied
+    seconds: float = 0.0  # from the first send until the platform was quiet again
+    statuses_ok: bool = False  # every reply's statuses reached the store
 
 
 class Driver:
@@ -108,6 +119,30 @@ class Driver:
                 await asyncio.sleep(0.2)
 
 
+async def settle(http: httpx.AsyncClient, replies: int, drain_s: float) -> bool:
+    """Until the emulator has no webhook left to deliver, every reply so far is "read" in the
+    store and every outbox is idle: the step's cost is then all spent. False: not in time."""
+    import ray
+
+    import serve_app
+
+    store = ray.get_actor(serve_app.STORE_NAME, namespace=serve_app.NAMESPACE)
+    outboxes = [
+        ray.get_actor(info["name"], namespace=serve_app.NAMESPACE)
+        for info in ray.util.list_named_actors(all_namespaces=True)
+        if info.get("namespace") == serve_app.NAMESPACE and info["name"].startswith("outbox-")
+    ]
+    deadline = time.monotonic() + drain_s
+    while time.monotonic() < deadline:
+        pending = (await http.get("/emulator/webhooks/pending")).json()["pending"]
+        read = await store.count_messages.remote(direction="out", status="read")
+        busy = sum(await asyncio.gather(*(o.in_flight.remote() for o in outboxes)))
+        if pending == 0 and read >= replies and busy == 0:
+            return True
+        await asyncio.sleep(0.2)
+    return False
+
+
 def row(step: Step, drain_s: float) -> tuple[str, bool]:
     sent, got = sum(len(t) for t in step.sent_at.values()), len(step.latencies)
     ordered = sorted(step.latencies) or [float("nan")]
@@ -115,40 +150,60 @@ def row(step: Step, drain_s: float) -> tuple[str, bool]:
     def pct(p: float) -> float:
         return ordered[min(len(ordered) - 1, int(p * len(ordered)))] * 1000
 
-    held = got == sent and step.failed == 0
+    held = got == sent and step.failed == 0 and step.statuses_ok
     held = held and got > 0 and pct(0.99) < HELD_P99_S * 1000
     notes = [f"{step.failed} inbound failed"] if step.failed else []
     if got < sent:
         notes.append(f"{sent - got} unanswered after {drain_s:.0f} s")
+    if not step.statuses_ok:
+        notes.append("statuses not all applied")
     note = f" ({', '.join(notes)})" if notes else ""
+    cpu = calls = store = "-"
+    if step.cost is not None and got:
+        platform = sum(v for r, v in step.cost.cpu.items() if r not in ("emulator", "other"))
+        cpu = f"{platform * 1000 / got:.2f}"
+        calls = f"{sum(step.cost.calls.values()) / got:.2f}"
+        store = sum(v for k, v in step.cost.calls.items() if k.startswith("store."))
+        store = f"{store / got:.2f}"
     line = (
         f"| {step.rate:g} | {sent:,} | {got:,}{note} | {pct(0.5):.1f} | {pct(0.99):.1f} "
-        f"| {ordered[-1] * 1000:.1f} | {step.max_lag_s * 1000:.1f} | {'yes' if held else 'no'} |"
+        f"| {ordered[-1] * 1000:.1f} | {step.max_lag_s * 1000:.1f} | {cpu} | {store} | {calls} "
+        f"| {'yes' if held else 'no'} |"
     )
     return line, held
 
 
-async def bench(emulator_url: str, args: argparse.Namespace) -> list[str]:
+async def bench(
+    emulator_url: str, args: argparse.Namespace, meter: CostMeter
+) -> tuple[list[str], list[Step]]:
     # Idle connections are dropped before uvicorn's 5 s keep-alive ends, or a send could reuse
     # one the server is closing (a ReadError that is the driver's fault, not the platform's).
     limits = httpx.Limits(max_connections=args.connections, keepalive_expiry=2.0)
     async with httpx.AsyncClient(base_url=emulator_url, limits=limits, timeout=60) as http:
         driver = Driver(http, args.chats)
+        replies = 0
         if not args.no_warmup:
             warm = Step(rate=min(100.0, float(args.chats)))
             await driver.run_step(warm, args.chats / warm.rate, "warmup")
             await driver.collect(warm, args.drain_s)
-        rows, best = [], None
+            replies += len(warm.latencies)
+            await settle(http, replies, args.drain_s)
+        rows, steps, best = [], [], None
         for rate in args.rates:
             step = Step(rate=rate)
+            before, started = meter.snapshot(), time.monotonic()
             await driver.run_step(step, args.seconds, f"rate{rate:g}")
             await driver.collect(step, args.drain_s)
+            replies += len(step.latencies)
+            step.statuses_ok = await settle(http, replies, args.drain_s)
+            step.seconds = time.monotonic() - started
+            step.cost = meter.snapshot().minus(before)
             line, held = row(step, args.drain_s)
             rows.append(line)
+            steps.append(step)
             best = rate if held else best
-            await asyncio.sleep(1.0)  # let the status webhooks of this step settle
         rows.append(f"\nhighest rate held: {best:g} msg/s" if best else "\nno rate held")
-        return rows
+        return rows, steps
 
 
 def main() -> None:
@@ -163,12 +218,21 @@ def main() -> None:
     parser.add_argument(
         "--agents", type=Path, default=AGENTS, help="agents file (tests/vllm/agents.yaml: vLLM)"
     )
+    parser.add_argument("--partitions", type=int, default=2, help="inbox partitions (hosts)")
+    parser.add_argument(
+        "--emulator-in-ray", action="store_true", help="local mode: the emulator in an actor"
+    )
     args = parser.parse_args()
     load_before = os.getloadavg()
     with running_platform(
-        haproxy=not args.no_haproxy, agents_file=args.agents, throughput_mps=1000
+        haproxy=not args.no_haproxy,
+        agents_file=args.agents,
+        throughput_mps=1000,
+        partitions=args.partitions,
+        separate_emulator=not args.emulator_in_ray,
     ) as platform:
-        rows = asyncio.run(bench(platform.emulator_url, args))
+        apart = {platform.emulator_pid: "emulator"} if platform.emulator_pid else {}
+        rows, steps = asyncio.run(bench(platform.emulator_url, args, CostMeter(apart)))
     proxy = "Python proxy" if args.no_haproxy else "HAProxy"
     load = " ".join(f"{x:.2f}" for x in load_before)
     after = " ".join(f"{x:.2f}" for x in os.getloadavg())
@@ -178,9 +242,16 @@ def main() -> None:
         end="",
     )
     print(f"load average (1, 5, 15 min) before {load}, after {after}\n")
-    print("| rate msg/s | sent | answered | p50 ms | p99 ms | max ms | send lag ms | held |")
-    print("|---|---|---|---|---|---|---|---|")
+    print(
+        "| rate msg/s | sent | answered | p50 ms | p99 ms | max ms | send lag ms "
+        "| CPU ms/msg | Store calls/msg | actor calls/msg | held |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     print("\n".join(rows))
+    for step in steps:
+        if step.cost is not None:
+            print(f"\nThe cost of a message at {step.rate:g} msg/s ({step.seconds:.1f} s):\n")
+            print("\n".join(cost_table(step.cost, len(step.latencies), step.seconds)))
 
 
 if __name__ == "__main__":

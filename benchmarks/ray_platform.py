@@ -12,6 +12,8 @@ import contextlib
 import logging
 import os
 import signal
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -24,6 +26,7 @@ import httpx
 
 from tests.support.servers import free_port
 from whatsray.inbox import EmbeddedValkey
+from whatsray.whatsapp.emulator import DEFAULT_PHONE_NUMBER_ID
 
 SECRETS = {
     "app_secret": "bench-secret",
@@ -41,6 +44,48 @@ class RunningPlatform:
     redis_url: str
     partitions: int
     data_dir: Path
+    emulator_pid: int | None = None  # set when the emulator runs as its own process
+
+
+# The emulator as a process of its own (what `whatsray local` serves, without console logging):
+# its CPU is then Meta's cost, not the platform's.
+_SERVE_EMULATOR = """
+import sys, uvicorn
+from whatsray.whatsapp.emulator import EmulatorConfig, create_emulator_app
+config = EmulatorConfig.model_validate_json(sys.argv[1])
+uvicorn.run(create_emulator_app(config), host="127.0.0.1", port=int(sys.argv[2]),
+            log_level="warning", access_log=False)
+"""
+
+
+@contextmanager
+def emulator_process(port: int, webhook_url: str, throughput_mps: float) -> Iterator[int]:
+    """The emulator on `port`, posting webhooks to `webhook_url`; yields its pid."""
+    from whatsray.whatsapp.emulator import EmulatorConfig
+
+    config = EmulatorConfig(
+        app_secret=SECRETS["app_secret"],
+        access_token=SECRETS["access_token"],
+        webhook_url=webhook_url,
+        throughput_mps=throughput_mps,
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-c", _SERVE_EMULATOR, config.model_dump_json(), str(port)]
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                httpx.get(f"http://127.0.0.1:{port}/emulator/health", timeout=2)
+                break
+            except httpx.TransportError:
+                if time.monotonic() > deadline or process.poll() is not None:
+                    raise RuntimeError("the emulator did not start") from None
+                time.sleep(0.2)
+        yield process.pid
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
 
 
 def _env_for_ray(haproxy: bool) -> None:
@@ -66,23 +111,34 @@ def running_platform(
     haproxy: bool = True,
     redis_url: str | None = None,
     partitions: int = 2,
+    separate_emulator: bool = False,
+    address: str | None = None,
     **settings_overrides: Any,
 ) -> Iterator[RunningPlatform]:
-    """The platform on a fresh local Ray. Everything it started is stopped on the way out."""
-    _env_for_ray(haproxy)
-    import ray
-    from ray import serve
+    """The platform on a fresh local Ray. Everything it started is stopped on the way out.
 
-    import serve_app
+    `separate_emulator`: the emulator runs as its own process and the platform in cluster mode
+    against it (as against Meta), so that its CPU is counted apart from the platform's.
+
+    `address`: join that running Ray cluster (a `ray.cluster_utils.Cluster` started by this
+    process, `benchmarks/multinode.py`) instead of starting a local Ray; Serve then runs its
+    proxy on the head node only (every node of a simulated cluster shares one loopback)."""
+    _env_for_ray(haproxy)
     from whatsray.settings import load_settings
 
-    with tempfile.TemporaryDirectory(prefix="wrbench-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="wrbench-") as tmp, contextlib.ExitStack() as stack:
         data = Path(tmp)
-        own_valkey = None
         if redis_url is None:
-            own_valkey = EmbeddedValkey(data / "redis")
-            redis_url = own_valkey.start()
+            redis_url = stack.enter_context(valkey(data))
         http_port, emulator_port = free_port(), free_port()
+        emulator_url = f"http://127.0.0.1:{emulator_port}"
+        if separate_emulator:
+            settings_overrides = {
+                "mode": "cluster",
+                "graph_api_base_url": emulator_url,
+                "phone_number_ids": [DEFAULT_PHONE_NUMBER_ID],
+                **settings_overrides,
+            }
         settings = load_settings(
             data_dir=data,
             redis_url=redis_url,
@@ -92,8 +148,27 @@ def running_platform(
             **SECRETS,
             **settings_overrides,
         )
-        seen: dict[int, str] = {}
-        try:
+        emulator_pid = None
+        if separate_emulator:
+            webhook = f"http://127.0.0.1:{http_port}/webhook"
+            emulator_pid = stack.enter_context(
+                emulator_process(emulator_port, webhook, settings.throughput_mps)
+            )
+        api_url = stack.enter_context(_on_ray(settings, http_port, address))
+        yield RunningPlatform(api_url, emulator_url, redis_url, partitions, data, emulator_pid)
+
+
+@contextmanager
+def _on_ray(settings: Any, http_port: int, address: str | None = None) -> Iterator[str]:
+    """Ray, Serve and the app; yields the ingress URL once `/ready`. Stops all of it after."""
+    import ray
+    from ray import serve
+
+    import serve_app
+
+    seen: dict[int, str] = {}
+    try:
+        if address is None:
             ray.init(
                 num_cpus=2,
                 include_dashboard=False,
@@ -101,24 +176,26 @@ def running_platform(
                 logging_level=logging.ERROR,
                 log_to_driver=False,
             )
-            serve.start(http_options={"host": "127.0.0.1", "port": http_port})
-            serve.run(serve_app.build_app(settings), name="whatsray", route_prefix="/")
-            api_url = f"http://127.0.0.1:{http_port}"
-            _wait_ready(api_url + "/ready")
-            seen = _our_ray_processes()
-            yield RunningPlatform(
-                api_url, f"http://127.0.0.1:{emulator_port}", redis_url, partitions, data
-            )
+        else:
+            ray.init(address=address, logging_level=logging.ERROR, log_to_driver=False)
+        http_options = {"host": "127.0.0.1", "port": http_port}
+        if address is None:
+            serve.start(http_options=http_options)
+        else:
+            serve.start(http_options=http_options, proxy_location="HeadOnly")
+        serve.run(serve_app.build_app(settings), name="whatsray", route_prefix="/")
+        api_url = f"http://127.0.0.1:{http_port}"
+        _wait_ready(api_url + "/ready")
+        seen = _our_ray_processes()
+        yield api_url
+    finally:
+        seen.update(_our_ray_processes())
+        try:
+            if ray.is_initialized():
+                serve.shutdown()  # type: ignore[no-untyped-call]
         finally:
-            seen.update(_our_ray_processes())
-            try:
-                if ray.is_initialized():
-                    serve.shutdown()  # type: ignore[no-untyped-call]
-            finally:
-                ray.shutdown()
-                if own_valkey is not None:
-                    own_valkey.stop()
-                _stop_leftovers(seen)
+            ray.shutdown()
+            _stop_leftovers(seen)
 
 
 def stop_session_hosts(partitions: int) -> None:

@@ -96,3 +96,35 @@ def test_router_accuracy_benchmark_prints_both_rows() -> None:
 def test_inference_benchmark_prints_a_row_per_level() -> None:
     rows = _run("inference.py", "--engines", "llamacpp", "--levels", "1", "2", "--max-tokens", "4")
     assert [_cells(row)[:2] for row in rows] == [["llamacpp", "1"], ["llamacpp", "2"]]
+
+
+def test_emulator_cost_benchmark_prints_a_row_per_window() -> None:
+    args = ("--messages", "20", "--warmup", "5", "--rates", "50", "--batch-windows-ms", "0", "25")
+    rows = _run("emulator_cost.py", *args)
+    assert [_cells(row)[0] for row in rows] == ["50", "50"]
+    assert [_cells(row)[2] for row in rows] == ["0 ms", "25 ms"]
+
+
+def test_store_ceiling_benchmark_prints_both_calls_per_fill_and_batch() -> None:
+    args = ("--fills", "200", "1000", "--batches", "1", "5", "--turns", "10", "--users", "5")
+    rows = _run("store_ceiling.py", *args)
+    assert [_cells(row)[1:3] for row in rows] == [
+        ["1", "commit_turns"],
+        ["1", "write_behind"],
+        ["5", "commit_turns"],
+        ["5", "write_behind"],
+    ] * 2
+    for row in rows:
+        cells = _cells(row)
+        assert all(NUMBER.match(cell) for cell in (cells[0], *cells[3:])), row
+
+
+def test_multinode_benchmark_answers_every_message_on_each_partition_count() -> None:
+    # Two simulated clusters (head + 2 workers), each started and shut down: minutes, not seconds.
+    args = ("--partitions", "1", "2", "--rates", "4", "--seconds", "1", "--chats", "3")
+    rows = _run("multinode.py", *args, "--drain-s", "60", timeout=600)
+    assert [_cells(row)[:4] for row in rows] == [["1", "4", "4", "4"], ["2", "4", "4", "4"]]
+    for row in rows:
+        *numbers, held = _cells(row)[4:]
+        assert all(NUMBER.match(cell) for cell in numbers), row
+        assert held in ("yes", "no"), row
