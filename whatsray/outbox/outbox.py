@@ -122,7 +122,7 @@ class Outbox:
         ambiguous_grace_s: float = 10.0,
         grace_poll_s: float = 0.5,
         rng: random.Random | None = None,
-        write_linger_s: float = 0.05,
+        write_linger_s: float = 0.1,
         max_requests: int = 64,
     ) -> None:
         self.phone_number_id = phone_number_id

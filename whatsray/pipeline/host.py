@@ -80,7 +80,7 @@ class SessionHostCore:
         handoff_release_after_s: float | None = None,
         partitions: int | None = None,
         invalidate_elsewhere: InvalidateElsewhere | None = None,
-        commit_linger_s: float = 0.02,
+        commit_linger_s: float = 0.04,
         phone_number_ids: Sequence[str] = (),
     ) -> None:
         self.partition = partition

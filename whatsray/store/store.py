@@ -102,7 +102,7 @@ class Store(JobsMixin, OptInMixin):
         self,
         path: Path | str,
         *,
-        batch_interval_s: float = 0.005,
+        batch_interval_s: float = 0.01,
         max_batch: int = 500,
         now: Callable[[], float] = time.time,
         new_id: Callable[[], str] = _new_dead_letter_id,
