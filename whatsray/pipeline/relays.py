@@ -26,18 +26,7 @@ log = logging.getLogger(__name__)
 Ack = Callable[[tuple[str, ...]], Awaitable[None]]
 
 
-class _PerNumber:
-    """One batcher per business number, made on first use."""
-
-    def __init__(self, outbox_for: Callable[[str], OutboxPort], linger_s: float) -> None:
-        self._outbox_for = outbox_for
-        self._linger_s = linger_s
-
-    def _outbox(self, phone_number_id: str) -> OutboxPort:
-        return self._outbox_for(phone_number_id)
-
-
-class StatusRelay(_PerNumber):
+class StatusRelay:
     def __init__(
         self,
         outbox_for: Callable[[str], OutboxPort],
@@ -46,7 +35,8 @@ class StatusRelay(_PerNumber):
         retry_max_s: float = 10.0,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
-        super().__init__(outbox_for, linger_s)
+        self._outbox_for = outbox_for
+        self._linger_s = linger_s
         self._batchers: dict[str, Batcher[StatusEvent, str | None]] = {}
         self._retry_max_s = retry_max_s
         self._sleep = sleep
@@ -65,7 +55,7 @@ class StatusRelay(_PerNumber):
             raise ValueError(f"status {event.idempotency_key} names no business number")
         batcher = self._batchers.get(number)
         if batcher is None:
-            outbox = self._outbox(number)  # an unknown number raises here (KeyError)
+            outbox = self._outbox_for(number)  # an unknown number raises here (KeyError)
 
             async def flush(events: list[StatusEvent]) -> list[str | None]:
                 return await outbox.apply_statuses(events)
@@ -108,9 +98,10 @@ class StatusRelay(_PerNumber):
             log.warning("ack of status %s failed", event.idempotency_key, exc_info=True)
 
 
-class ReadReceipts(_PerNumber):
+class ReadReceipts:
     def __init__(self, outbox_for: Callable[[str], OutboxPort], *, linger_s: float = 0.01) -> None:
-        super().__init__(outbox_for, linger_s)
+        self._outbox_for = outbox_for
+        self._linger_s = linger_s
         self._batchers: dict[str, Batcher[str, None]] = {}
 
     def send(self, phone_number_id: str, message_id: str) -> None:
@@ -129,7 +120,7 @@ class ReadReceipts(_PerNumber):
     def _batcher(self, number: str) -> Batcher[str, None]:
         batcher = self._batchers.get(number)
         if batcher is None:
-            outbox = self._outbox(number)
+            outbox = self._outbox_for(number)
 
             async def flush(message_ids: list[str]) -> list[None]:
                 await outbox.mark_reads(message_ids, typing_indicator=True)
