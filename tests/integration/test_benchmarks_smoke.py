@@ -120,10 +120,11 @@ def test_store_ceiling_benchmark_prints_both_calls_per_fill_and_batch() -> None:
 
 
 def test_multinode_benchmark_answers_every_message_on_each_partition_count() -> None:
-    # Two simulated clusters (head + 2 workers), each started and shut down: minutes, not seconds.
-    args = ("--partitions", "1", "2", "--rates", "4", "--seconds", "1", "--chats", "3")
+    # One simulated cluster (head + 2 workers, two session hosts spread over them): CI time is
+    # dear, and one cluster exercises the whole script.
+    args = ("--partitions", "2", "--rates", "4", "--seconds", "1", "--chats", "3")
     rows = _run("multinode.py", *args, "--drain-s", "60", timeout=600)
-    assert [_cells(row)[:4] for row in rows] == [["1", "4", "4", "4"], ["2", "4", "4", "4"]]
+    assert [_cells(row)[:4] for row in rows] == [["2", "4", "4", "4"]]
     for row in rows:
         *numbers, held = _cells(row)[4:]
         assert all(NUMBER.match(cell) for cell in numbers), row
