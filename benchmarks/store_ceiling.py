@@ -42,6 +42,7 @@ sys.path.insert(0, str(ROOT))
 from tests.integration.store_helpers import PNID, chat, inbound, outbound  # noqa: E402
 from whatsray.outbox.ledger import SendResult, StatusWrite  # noqa: E402
 from whatsray.store import SessionSnapshot, Store, TurnCommit, TurnRecord  # noqa: E402
+from whatsray.store.rows import inbound_row  # noqa: E402
 
 # Rows one turn writes in commit_turns: inbound message, contact/chat touch, turn, outbound
 # record, outbound message, session. The contact row is skipped for a warm chat (the cache).
@@ -149,7 +150,11 @@ class Workload:
             commits.append(
                 TurnCommit(
                     record,
-                    inputs=(inbound(wamid, user=user, text=f"hello {turn_id}"),),
+                    inputs=(
+                        inbound_row(
+                            inbound(wamid, user=user, text=f"hello {turn_id}"), time.time()
+                        ),
+                    ),
                     outbound=(outbound(f"{turn_id}:0", user=user, turn_id=turn_id),),
                     session=SessionSnapshot(
                         chat=chat(user), agent="assistant", last_inbound_at=time.time()

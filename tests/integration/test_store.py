@@ -29,6 +29,7 @@ from whatsray.store import (
     TurnRecord,
     UnknownOutboundError,
 )
+from whatsray.store.rows import inbound_row
 
 pytestmark = pytest.mark.integration
 
@@ -380,7 +381,7 @@ def _commit(user: str, turn_id: str, **turn: Any) -> TurnCommit:
     )
     return TurnCommit(
         record,
-        inputs=(inbound(wamid, user=user),),
+        inputs=(inbound_row(inbound(wamid, user=user), 1.0),),
         outbound=(outbound(f"{turn_id}:0", user=user, turn_id=turn_id),),
         session=SessionSnapshot(chat=chat(user), agent="assistant", last_inbound_at=5.0),
     )

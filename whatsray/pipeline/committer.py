@@ -36,6 +36,7 @@ from whatsray.session.turns import (
     TurnResult,
 )
 from whatsray.store.records import SessionSnapshot, ToolCallRecord, TurnCommit, TurnRecord
+from whatsray.store.rows import inbound_row
 from whatsray.tools.outbound import recipient
 from whatsray.whatsapp.events import ChatKey, MessageEvent
 from whatsray.whatsapp.messages import TextMessage
@@ -172,7 +173,8 @@ class TurnCommitter:
         calls = tool_call_records(
             request.turn_id, (*request.interrupted_tool_calls, *result.tool_calls)
         )
-        commit = TurnCommit(turn, request.inputs, items, snapshot, calls)
+        inputs = tuple(inbound_row(event, now) for event in request.inputs)
+        commit = TurnCommit(turn, inputs, items, snapshot, calls)
         window = max((t for t in (opened, request.last_inbound_at) if t is not None), default=None)
         await self.batcher.submit((commit, window))
 

@@ -9,12 +9,15 @@ The outbound ledger's values (`OutboundItem`, `OutboundRecord`, `DeadLetter`) be
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from whatsray.outbox.ledger import DeadLetter, OutboundItem, OutboundRecord
-from whatsray.whatsapp.events import ChatKey, MessageEvent
+from whatsray.whatsapp.events import ChatKey
+
+if TYPE_CHECKING:
+    from whatsray.store.rows import InboundRow
 
 __all__ = [
     "ChatRecord",
@@ -160,10 +163,12 @@ class SessionSnapshot(_ChatRecord):
 class TurnCommit:
     """Everything one turn stores, in one transaction: its input messages, the turn, its
     replies (recorded as pending outbound), the session snapshot and the tool calls. The unit of
-    `Store.commit_turns`, which takes many chats' at once."""
+    `Store.commit_turns`, which takes many chats' at once. The inputs travel as `InboundRow`s
+    (`whatsray.store.rows.inbound_row`), made by the caller: plain values, cheaper to send
+    across processes than the parsed events, and the work stays off the one Store."""
 
     turn: TurnRecord
-    inputs: tuple[MessageEvent, ...] = ()
+    inputs: tuple[InboundRow, ...] = ()
     outbound: tuple[OutboundItem, ...] = ()
     session: SessionSnapshot | None = None
     tool_calls: tuple[ToolCallRecord, ...] = ()

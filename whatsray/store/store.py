@@ -274,7 +274,8 @@ class Store(JobsMixin, OptInMixin):
         and its tool calls (replacing any of an earlier try), its replies recorded in the
         outbound ledger (pending; the outbox sends them), and the session snapshot. Returns, per
         reply, whether it was new (False: already recorded by an earlier try of this turn)."""
-        commit = TurnCommit(turn, tuple(inputs), tuple(outbound), session, tuple(tool_calls))
+        rows = tuple(inbound_row(event, self._now()) for event in inputs)
+        commit = TurnCommit(turn, rows, tuple(outbound), session, tuple(tool_calls))
         return await self._write(TURN_RESULTS, self._turn_results(commit))
 
     async def commit_turns(self, commits: Sequence[TurnCommit]) -> list[list[bool] | Exception]:
@@ -307,7 +308,7 @@ class Store(JobsMixin, OptInMixin):
         return TurnResults(
             now,
             turn=commit.turn,
-            inbound=tuple(self._contacts.mark(inbound_row(e, now)) for e in commit.inputs),
+            inbound=tuple(self._contacts.mark(row) for row in commit.inputs),
             outbound=tuple(_prepare_outbound(item) for item in commit.outbound),
             session=_prepare_session(commit.session) if commit.session is not None else None,
             tool_calls=commit.tool_calls,
