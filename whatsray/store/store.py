@@ -15,7 +15,6 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -39,6 +38,7 @@ from whatsray.store.chat_writes import (
     PreparedSession,
     TurnResults,
 )
+from whatsray.store.contacts_seen import ContactsSeen
 from whatsray.store.errors import StoreClosedError
 from whatsray.store.jobs import JobsMixin
 from whatsray.store.ledger_writes import (
@@ -66,8 +66,9 @@ from whatsray.store.records import (
     TurnRecord,
     chat_string,
 )
-from whatsray.store.rows import InboundRow, dump_json, inbound_row, outbound_from_row
+from whatsray.store.rows import dump_json, inbound_row, outbound_from_row
 from whatsray.store.schema import MIGRATIONS
+from whatsray.store.validation import check_limit, check_tool_calls
 from whatsray.store.writer import GroupCommitWriter, WriteKind, WriteOp, WriterStats
 from whatsray.whatsapp.events import ChatKey, MessageEvent
 
@@ -303,7 +304,7 @@ class Store(JobsMixin, OptInMixin):
         return [o if isinstance(o, Exception) else _as_outcome(next(done)) for o in outcome]
 
     def _turn_results(self, commit: TurnCommit) -> TurnResults:
-        _check_tool_calls(commit.turn, commit.tool_calls)
+        check_tool_calls(commit.turn, commit.tool_calls)
         now = self._now()
         return TurnResults(
             now,
@@ -328,7 +329,7 @@ class Store(JobsMixin, OptInMixin):
     ) -> list[MessageRecord]:
         """A page of the chat, oldest first; `before` is a `seq` cursor (exclusive)."""
         key = chat_string(chat)
-        _check_limit(limit)
+        check_limit(limit)
         return await self._read(lambda cur: reads.get_messages(cur, key, limit, before))
 
     async def get_message(self, message_id: str) -> MessageRecord | None:
@@ -345,7 +346,7 @@ class Store(JobsMixin, OptInMixin):
 
     async def list_chats(self, limit: int = 50, offset: int = 0) -> list[ChatRecord]:
         """Most recently active first."""
-        _check_limit(limit, offset)
+        check_limit(limit, offset)
         return await self._read(lambda cur: reads.list_chats(cur, limit, offset))
 
     async def get_contact(self, chat: ChatKey | str) -> Contact | None:
@@ -354,7 +355,7 @@ class Store(JobsMixin, OptInMixin):
 
     async def search_contacts(self, q: str, limit: int = 20) -> list[Contact]:
         """Contacts whose name, number, BSUID or chat contains `q` (case-insensitive)."""
-        _check_limit(limit)
+        check_limit(limit)
         if not q.strip():
             return []
         return await self._read(lambda cur: reads.search_contacts(cur, q, limit))
@@ -364,7 +365,7 @@ class Store(JobsMixin, OptInMixin):
 
     async def list_turns(self, chat: ChatKey | str, limit: int = 50) -> list[TurnRecord]:
         key = chat_string(chat)
-        _check_limit(limit)
+        check_limit(limit)
         return await self._read(lambda cur: reads.list_turns(cur, key, limit))
 
     async def list_tool_calls(self, turn_id: str) -> list[ToolCallRecord]:
@@ -412,7 +413,7 @@ class Store(JobsMixin, OptInMixin):
         self, limit: int = 50, include_replayed: bool = False, offset: int = 0
     ) -> list[DeadLetter]:
         """Newest first; replayed ones only when asked."""
-        _check_limit(limit, offset)
+        check_limit(limit, offset)
         return await self._read(
             lambda cur: reads.list_dead_letters(cur, limit, offset, include_replayed)
         )
@@ -507,7 +508,7 @@ class Store(JobsMixin, OptInMixin):
         """Chats handed to a person, most recently active first (`updated_at` moves with every
         message in or out and every change of the chat). `idle_before`: only those with no
         activity since then (what the automatic release looks for)."""
-        _check_limit(limit)
+        check_limit(limit)
 
         def read(cur: duckdb.DuckDBPyConnection) -> list[ChatRecord]:
             result = cur.execute(
@@ -558,34 +559,6 @@ class Store(JobsMixin, OptInMixin):
         return await self._write_op(write)
 
 
-class ContactsSeen:
-    """What this store wrote lately about each contact, so that a warm chat's turn does not
-    upsert the same details with every message (an upsert is the dearest statement of a turn's
-    batch). `last_seen` is then exact to `refresh_s`. Only the one writer can keep this."""
-
-    def __init__(self, refresh_s: float = 300.0, max_entries: int = 200_000) -> None:
-        self._seen: dict[str, tuple[str | None, str | None, str | None, float]] = {}
-        self._refresh_s = refresh_s
-        self._max = max_entries
-
-    def mark(self, row: InboundRow) -> InboundRow:
-        known = self._seen.get(row.chat)
-        if (
-            known is not None
-            and known[:3] == (row.phone, row.bsuid, row.profile_name)
-            and row.at - known[3] < self._refresh_s
-        ):
-            return replace(row, update_contact=False)
-        return row
-
-    def written(self, rows: Sequence[InboundRow]) -> None:
-        for row in rows:
-            if row.update_contact and not row.scheduled:
-                if len(self._seen) >= self._max:
-                    self._seen.clear()
-                self._seen[row.chat] = (row.phone, row.bsuid, row.profile_name, row.at)
-
-
 def _as_outcome(result: list[bool] | BaseException) -> list[bool] | Exception:
     if isinstance(result, BaseException) and not isinstance(result, Exception):
         raise result  # a cancellation (or worse) is the caller's, not a failed turn
@@ -610,25 +583,6 @@ def _prepare_session(snapshot: SessionSnapshot) -> PreparedSession:
     # JSON-encoded here, so a state that cannot be stored fails at the call, not in a batch.
     key = _chat_key(snapshot.chat)
     return PreparedSession(snapshot, key.phone_number_id, key.user, dump_json(snapshot.state))
-
-
-def _check_tool_calls(turn: TurnRecord, calls: tuple[ToolCallRecord, ...]) -> None:
-    """Bad input fails at the call, not in the writer's batch: the calls are this turn's, and
-    numbered 0, 1, 2... in order."""
-    for expected, call in enumerate(calls):
-        if call.turn_id != turn.turn_id:
-            raise ValueError(
-                f"tool call {call.call_id!r} is of turn {call.turn_id!r}, not {turn.turn_id!r}"
-            )
-        if call.idx != expected:
-            raise ValueError(
-                f"tool calls must be numbered 0..n-1 in order; found {call.idx} at {expected}"
-            )
-
-
-def _check_limit(limit: int, offset: int = 0) -> None:
-    if limit < 1 or offset < 0:
-        raise ValueError(f"limit must be >= 1 and offset >= 0 (got {limit}, {offset})")
 
 
 def _implements_ledger(store: Store) -> OutboundLedger:
