@@ -56,11 +56,9 @@ class StatusRelay:
         batcher = self._batchers.get(number)
         if batcher is None:
             outbox = self._outbox_for(number)  # an unknown number raises here (KeyError)
-
-            async def flush(events: list[StatusEvent]) -> list[str | None]:
-                return await outbox.apply_statuses(events)
-
-            batcher = Batcher(flush, name=f"statuses-{number}", linger_s=self._linger_s)
+            batcher = Batcher(
+                outbox.apply_statuses, name=f"statuses-{number}", linger_s=self._linger_s
+            )
             self._batchers[number] = batcher
         return await batcher.submit(event)
 

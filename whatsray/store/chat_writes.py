@@ -512,19 +512,10 @@ def _insert_tool_calls(
 def _replace_sessions(
     conn: DuckDBPyConnection, sessions: list[PreparedSession], now: float
 ) -> None:
+    # The chat row holds agent and handoff (`touch_chats`); the session row what is left.
     source, params = rows_table(
-        [
-            ("chat", "VARCHAR"),
-            ("agent", "VARCHAR"),
-            ("handoff", "BOOLEAN"),
-            ("summary", "VARCHAR"),
-            ("state", "VARCHAR"),
-        ],
-        [
-            (snap.chat, snap.agent, snap.handoff, snap.summary, s.state_json)
-            for s in sessions
-            for snap in (s.snapshot,)
-        ],
+        [("chat", "VARCHAR"), ("summary", "VARCHAR"), ("state", "VARCHAR")],
+        [(s.snapshot.chat, s.snapshot.summary, s.state_json) for s in sessions],
     )
     conn.execute(
         "INSERT OR REPLACE INTO sessions (chat, summary, state, updated_at)"
