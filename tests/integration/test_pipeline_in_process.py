@@ -17,6 +17,7 @@ import httpx
 import pytest
 import redis.asyncio as aioredis
 
+from tests.support.quiet import until_calm
 from whatsray.agents import build_runtime, parse_agents_config
 from whatsray.agents.build import EngineFactory
 from whatsray.agents.config import AgentsConfig
@@ -83,19 +84,17 @@ class Pipeline:
     async def quiet(self, within_s: float = 30.0) -> None:
         """Until nothing is left to do anywhere (inbox, hosts, outbox, the emulator's webhooks),
         twice in a row: then an absence ("no second reply") is proven, not hoped for."""
-        deadline = time.monotonic() + within_s
-        calm = 0
-        while calm < 2:
-            busy = [
+
+        async def busy() -> list[int]:
+            return [
                 *[await self.inbox.unfinished(p) for p in range(PARTITIONS)],
                 *[h.statuses.pending + h.committer.batcher.busy for h in self.hosts],
                 *[h.registry.stats().busy for h in self.hosts],
                 self.outbox.in_flight(),
                 self.emulator.delivery.pending,
             ]
-            calm = calm + 1 if not any(busy) else 0
-            assert time.monotonic() < deadline, f"not quiet within {within_s} s: {busy}"
-            await asyncio.sleep(0.05)
+
+        await until_calm(busy, lambda counts: not any(counts), within_s=within_s)
 
     async def replies_to(self, user: str, count: int, within_s: float = 15.0) -> list[str]:
         """Wait until the emulator got `count` messages for `user`; return their texts."""

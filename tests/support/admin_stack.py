@@ -20,6 +20,7 @@ from typing import Any
 import httpx
 from fastapi import FastAPI
 
+from tests.support.quiet import until_calm
 from whatsray.admin import create_admin_router
 from whatsray.outbox import OutboundRecord, Outbox, RetryPolicy
 from whatsray.store import Store
@@ -64,13 +65,11 @@ class Admin:
 
     async def quiet(self, within_s: float = 30.0) -> None:
         """Until the outbox and the emulator's webhooks have nothing left to do, twice in a row."""
-        deadline = time.monotonic() + within_s
-        calm = 0
-        while calm < 2:
-            busy = self.outbox.in_flight() + self.emulator.delivery.pending
-            calm = calm + 1 if busy == 0 else 0
-            assert time.monotonic() < deadline, f"not quiet within {within_s} s"
-            await asyncio.sleep(0.05)
+
+        async def busy() -> int:
+            return self.outbox.in_flight() + self.emulator.delivery.pending
+
+        await until_calm(busy, lambda count: count == 0, within_s=within_s)
 
     async def settled(self, outbound_id: str, within_s: float = 10.0) -> OutboundRecord:
         """The record once the outbox is done with it (no longer pending)."""

@@ -26,9 +26,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import redis.asyncio as aioredis
@@ -36,6 +36,8 @@ import redis.asyncio as aioredis
 from whatsray.inbox import Inbox
 from whatsray.settings import Settings
 from whatsray.whatsapp.emulator import DEFAULT_PHONE_NUMBER_ID
+
+T = TypeVar("T")
 
 __all__ = ["Activity", "wait_quiet"]
 
@@ -87,6 +89,28 @@ def wait_quiet(
     )
 
 
+async def until_calm(
+    probe: Callable[[], Awaitable[T]],
+    quiet: Callable[[T], bool],
+    *,
+    within_s: float = 30.0,
+    poll_s: float = 0.05,
+    polls: int = 2,
+) -> T:
+    """Poll `probe` until `quiet` holds for `polls` polls in a row; the last probe's answer.
+    Fails the test, showing what was still busy, after `within_s`. Every wait for quiet (on Ray
+    here, and the in-process `Pipeline.quiet` and `Admin.quiet`) is this loop."""
+    deadline = time.monotonic() + within_s
+    in_a_row = 0
+    while True:
+        seen = await probe()
+        in_a_row = in_a_row + 1 if quiet(seen) else 0
+        if in_a_row >= polls:
+            return seen
+        assert time.monotonic() < deadline, f"not quiet within {within_s:.0f} s: {seen}"
+        await asyncio.sleep(poll_s)
+
+
 async def _wait(
     redis_url: str,
     partitions: int,
@@ -109,15 +133,13 @@ async def _wait(
     raw = aioredis.Redis.from_url(redis_url)
     http = httpx.AsyncClient(base_url=emulator.base_url, timeout=30)
     try:
-        deadline = time.monotonic() + within_s
-        quiet_in_a_row = 0
-        while True:
-            activity = await _poll(inbox, raw, outboxes, http)
-            quiet_in_a_row = quiet_in_a_row + 1 if activity.quiet else 0
-            if quiet_in_a_row >= polls:
-                return activity
-            assert time.monotonic() < deadline, f"not quiet within {within_s:.0f} s: {activity}"
-            await asyncio.sleep(poll_s)
+        return await until_calm(
+            lambda: _poll(inbox, raw, outboxes, http),
+            lambda activity: activity.quiet,
+            within_s=within_s,
+            poll_s=poll_s,
+            polls=polls,
+        )
     finally:
         await http.aclose()
         await inbox.close()
