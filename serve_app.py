@@ -34,6 +34,7 @@ from actors.outbox import OutboxActor
 from actors.scheduler import SchedulerActor
 from actors.session_host import SessionHost
 from actors.store import StoreActor
+from whatsray.observability.logs import LogSetup
 from whatsray.scheduling import load_jobs_file
 from whatsray.settings import Settings, load_settings, resolve_local_secrets
 from whatsray.whatsapp.emulator import DEFAULT_PHONE_NUMBER_ID, EmulatorConfig
@@ -112,7 +113,12 @@ class Platform:
         index = int(suffix) if kind in ("session_host", "agent_worker") and suffix.isdigit() else 0
         if resources := placement_resources(kind, index):
             options["resources"] = resources
-        return ray.remote(cls).options(name=name, **options).remote(*args, **kwargs)
+        # Every actor sets its logging up first thing, named as here (docs/logging.md).
+        fields: dict[str, str | int] = {"actor": name}
+        if kind == "session_host":
+            fields["partition"] = index
+        logs = LogSetup.from_settings(self.settings).for_process(**fields)
+        return ray.remote(cls).options(name=name, **options).remote(*args, logs=logs, **kwargs)
 
     @property
     def phone_number_ids(self) -> list[str]:
@@ -146,7 +152,8 @@ class Platform:
             redis_url = urls["redis"]
             graph_url = emulator_url = urls["emulator"]
         assert redis_url is not None, "settings validation requires a Redis URL on a cluster"
-        store = self._actor(StoreActor, STORE_NAME, str(s.data_dir / "whatsray.duckdb"))
+        every = {"metrics_every_s": s.metrics_interval_s}  # how often actors set their gauges
+        store = self._actor(StoreActor, STORE_NAME, str(s.data_dir / "whatsray.duckdb"), **every)
         outboxes = {
             pnid: self._actor(
                 OutboxActor,
@@ -158,6 +165,7 @@ class Platform:
                 graph_api_version=s.graph_api_version,
                 throughput_mps=s.throughput_mps,
                 templates_file=str(s.templates_file) if s.templates_file else None,
+                **every,
             )
             for pnid in self.phone_number_ids
         }
@@ -192,6 +200,7 @@ class Platform:
                     llm=llm,
                     scheduler=scheduler,
                     default_timezone=s.default_timezone,
+                    **every,
                 )
                 for i in range(s.agent_pool_size)
             ]
@@ -216,6 +225,7 @@ class Platform:
                 handoff_release_after_s=s.handoff_release_after_s,
                 peer_names=host_names,  # a handoff change reaches the host holding the chat
                 namespace=NAMESPACE,
+                **every,
             )
             for p in range(s.partitions)
         ]
@@ -256,7 +266,8 @@ def build_app(settings: Settings | None = None) -> Any:
         ray_actor_options={"num_cpus": 0, "resources": placement_resources("ingress")},
         max_ongoing_requests=1000,
     )(serve.ingress()(Ingress))
-    return deployment.bind(Platform(settings).start, llm_deployments(settings))
+    logs = LogSetup.from_settings(settings).for_process(actor="ingress")
+    return deployment.bind(Platform(settings).start, llm_deployments(settings), logs=logs)
 
 
 def llm_deployments(settings: Settings) -> dict[str, Any]:
@@ -264,7 +275,12 @@ def llm_deployments(settings: Settings) -> dict[str, Any]:
     agents reach it through its handle, anything else through the ingress's `/llm/<key>/v1`."""
     config = load_config(str(settings.agents_file), settings.engine_override)
     return {
-        key: build_llm_app(spec.as_dict(), name=f"llm-{key}", http=False)
+        key: build_llm_app(
+            spec.as_dict(),
+            name=f"llm-{key}",
+            http=False,
+            logs=LogSetup.from_settings(settings).for_process(actor=f"llm-{key}"),
+        )
         for key, spec in config.engines_in_use().items()
         if spec.engine == "vllm"
     }

@@ -14,12 +14,15 @@ the agent's task in the worker.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any
 
 from actors.clients import JobsClient, ToolOutboxClient, ToolStoreClient
 from actors.llm_client import DeploymentEngine
+from actors.metrics import start_actor_metrics
+from whatsray import metrics
 from whatsray.agents import (
     Agent,
     AgentTurnRequest,
@@ -34,6 +37,8 @@ from whatsray.agents.config import AgentsConfig, EngineSpec
 from whatsray.agents.router import RouteDecision, RouteRequest
 from whatsray.calls import calls
 from whatsray.llm import ChatEngine, build_engine
+from whatsray.metrics.refresh import report_forever
+from whatsray.observability.logs import LogSetup, configure_logging
 from whatsray.session.turns import ToolCallJournal
 from whatsray.tools import PlatformToolServices, ToolServices
 
@@ -60,17 +65,16 @@ class RouterActor:
         engine_override: str | None = None,
         *,
         llm: Mapping[str, Any] | None = None,
+        logs: LogSetup | None = None,
     ) -> None:
+        start_actor_metrics("router")
+        configure_logging(logs)  # first: what the constructor logs is formatted and redacted
         config = load_config(agents_file, engine_override)
         spec = config.classifier_engine()
         self._router = Router(config, build_actor_engine(spec, llm) if spec else None)
 
     async def route(self, request: RouteRequest) -> RouteDecision:
         return await self._router.route(request)
-
-    async def counts(self) -> dict[str, Any]:
-        """The router's decisions by reason, and its fallbacks by cause."""
-        return dict(self._router.counts)
 
     async def call_counts(self) -> dict[str, int]:
         return calls.snapshot()
@@ -112,7 +116,11 @@ class AgentWorker:
         llm: Mapping[str, Any] | None = None,
         scheduler: Any = None,
         default_timezone: str = "UTC",
+        logs: LogSetup | None = None,
+        metrics_every_s: float = 5.0,
     ) -> None:
+        start_actor_metrics("agent_worker")
+        configure_logging(logs)  # first: what the constructor logs is formatted and redacted
         config = load_config(agents_file, engine_override)
         spec = config.agent(agent)
         engine = build_actor_engine(config.engine_for(agent), llm)
@@ -121,6 +129,15 @@ class AgentWorker:
         services = tool_services(store, outboxes, operator_number, scheduler, default_timezone)
         # Turns queue here, fair across chats, for a slot on the engine (backpressure).
         self._agent = gate(Agent(spec, engine, services=services), spec.backpressure, fallback)
+        self._name = agent
+        loop = asyncio.get_running_loop()
+        self._reporting = loop.create_task(report_forever(self._report_metrics, metrics_every_s))
+
+    async def _report_metrics(self) -> None:
+        load = await self._agent.load()
+        engine_waiting = load.engine.waiting if load.engine is not None else 0
+        metrics.agent_slots_in_use.set(load.running, agent=self._name)
+        metrics.agent_turns_waiting.set(load.waiting + engine_waiting, agent=self._name)
 
     async def turn(
         self, request: AgentTurnRequest

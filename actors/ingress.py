@@ -7,6 +7,7 @@ the inbox, answer. 200 only after the inbox acknowledged the append; 503 when it
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
@@ -21,16 +22,21 @@ from actors.clients import (
     AgentPool,
     JobsClient,
     ProbeClient,
+    SchedulerStatusClient,
     SessionHostClient,
 )
 from actors.handles import PlatformHandles
 from actors.llm_client import HandleBackend
+from actors.metrics import start_actor_metrics
 from whatsray.admin import create_admin_router
 from whatsray.admin.auth import BearerAuth
 from whatsray.admin.jobs_api import create_jobs_router
+from whatsray.admin.status import StatusSources, collect_status
+from whatsray.admin.status_models import StatusOut
 from whatsray.calls import calls
 from whatsray.inbox import Inbox, partition_for
 from whatsray.llm.openai_server import openai_router
+from whatsray.observability.logs import LogSetup, configure_logging
 from whatsray.pipeline.ingest import InboxSink
 from whatsray.whatsapp.events import ChatKey
 from whatsray.whatsapp.webhook_receiver import webhook_routes
@@ -45,7 +51,10 @@ class Ingress:
         self,
         start: Callable[[Mapping[str, Any]], Awaitable[PlatformHandles]],
         llm: Mapping[str, Any] | None = None,
+        logs: LogSetup | None = None,
     ) -> None:
+        start_actor_metrics("ingress")
+        configure_logging(logs)  # first: what the constructor logs is formatted and redacted
         # `start` (from the composition root) creates or finds every actor of the platform;
         # `llm` holds the handles of the app's vLLM deployments, by engine key.
         self.platform = platform = await start(llm or {})
@@ -56,6 +65,7 @@ class Ingress:
         self._inbox = Inbox.from_url(platform.redis_url, partitions=platform.partitions)
         self._hosts = [SessionHostClient(h) for h in platform.session_hosts]
         self._agents = AgentPool(platform.agent_workers)
+        self._status_sources = self._status_parts()
         self._probes = {
             "store": ProbeClient(platform.store, "store"),
             "scheduler": ProbeClient(platform.scheduler, "scheduler"),
@@ -84,6 +94,7 @@ class Ingress:
                 phone_number_ids=platform.phone_number_ids,
                 inference=self.inference_report,
                 handoff=self.set_handoff,
+                status=self.status_report,
             )
         )
 
@@ -136,6 +147,25 @@ class Ingress:
             "notices_sent": sum(h.get("notices_sent", 0) for h in hosts),
             "typing_refreshes": sum(h.get("typing_refreshes", 0) for h in hosts),
         }
+
+    def _status_parts(self) -> StatusSources:
+        """`GET /api/status`'s parts: one call per actor (the inbox's backlog is Redis's)."""
+        platform = self.platform
+        return StatusSources(
+            partitions=platform.partitions,
+            backlog=self._inbox.backlog,
+            sessions={p: host.status for p, host in enumerate(self._hosts)},
+            agents={
+                name: functools.partial(self._agents.load, name) for name in platform.agent_workers
+            },
+            outboxes={pnid: AdminOutboxClient(h).status for pnid, h in platform.outboxes.items()},
+            store=AdminStoreClient(platform.store).status_counts,
+            next_runs=SchedulerStatusClient(platform.scheduler).next_runs,
+        )
+
+    async def status_report(self) -> StatusOut:
+        """One snapshot of the platform; a part that does not answer in time is unavailable."""
+        return await collect_status(self._status_sources)
 
     async def call_counts(self) -> dict[str, int]:
         """The calls this replica made (through a deployment handle: `call_counts.remote()`)."""

@@ -31,6 +31,7 @@ from whatsray.llm.models import default_models_dir
 from whatsray.llm.openai_request import parse_chat_request
 from whatsray.llm.openai_server import EngineBackend, openai_router
 from whatsray.llm.vllm_engine import VLLMEngine, resolve_model
+from whatsray.observability.logs import LogSetup, configure_logging
 from whatsray.settings import ENV_PREFIX
 
 LLM_DEPLOYMENT_NAME = "LLMServer"
@@ -43,7 +44,10 @@ class LLMServer:
     the only HTTP entry a Serve app may have) it is reached through its handle alone."""
 
     # Serve awaits an async constructor: the replica is ready once the model is loaded.
-    async def __init__(self, spec: Mapping[str, Any]) -> None:  # type: ignore[misc]
+    async def __init__(  # type: ignore[misc]
+        self, spec: Mapping[str, Any], logs: LogSetup | None = None
+    ) -> None:
+        configure_logging(logs)  # first: what the constructor logs is formatted and redacted
         engine = build_engine(spec)
         if not isinstance(engine, VLLMEngine):
             raise TypeError(f"LLMServer serves the vllm engine, not {type(engine).__name__}")
@@ -81,13 +85,18 @@ class LLMServer:
 
 
 def build_llm_app(
-    spec: Mapping[str, Any], *, name: str = LLM_DEPLOYMENT_NAME, http: bool = True
+    spec: Mapping[str, Any],
+    *,
+    name: str = LLM_DEPLOYMENT_NAME,
+    http: bool = True,
+    logs: LogSetup | None = None,
 ) -> Application:
     """The `LLMServer` deployment for a `vllm` engine spec (an `engines:` entry of agents.yaml),
     bound and ready for `serve.run(app, name=..., route_prefix=...)` or to be passed to another
     deployment's `bind()` (give each engine its own `name` there: deployment names are unique
-    within an application, and `http=False`: an application has one HTTP ingress). Raises
-    `ValueError` for a bad spec, before anything starts."""
+    within an application, and `http=False`: an application has one HTTP ingress). `logs`:
+    how its replicas log (docs/logging.md). Raises `ValueError` for a bad spec, before anything
+    starts."""
     parsed = parse_vllm_spec(spec)
     resolved = {**parsed.model_dump(exclude_unset=True), "engine": "vllm"}
     env_vars: dict[str, str] = {}
@@ -114,7 +123,7 @@ def build_llm_app(
         health_check_period_s=parsed.health_check_period_s,
         health_check_timeout_s=parsed.health_check_timeout_s,
     )(serve.ingress()(LLMServer) if http else LLMServer)
-    app: Application = deployment.bind(resolved)
+    app: Application = deployment.bind(resolved, logs)
     return app
 
 

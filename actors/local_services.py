@@ -10,15 +10,25 @@ from pathlib import Path
 
 import uvicorn
 
+from actors.metrics import start_actor_metrics
 from whatsray.calls import calls
 from whatsray.inbox import EmbeddedValkey
+from whatsray.observability.logs import LogSetup, configure_logging
 from whatsray.whatsapp.emulator import EmulatorConfig, create_emulator_app
 
 
 class LocalServices:
     def __init__(
-        self, data_dir: str, emulator_port: int, emulator: EmulatorConfig, redis_url: str | None
+        self,
+        data_dir: str,
+        emulator_port: int,
+        emulator: EmulatorConfig,
+        redis_url: str | None,
+        *,
+        logs: LogSetup | None = None,
     ) -> None:
+        start_actor_metrics("local_services")
+        configure_logging(logs)  # first: what the constructor logs is formatted and redacted
         self._valkey: EmbeddedValkey | None = None
         if redis_url is None:  # an embedded Valkey, its AOF in the data dir: survives restarts
             self._valkey = EmbeddedValkey(Path(data_dir))

@@ -15,9 +15,13 @@ import httpx
 from httpx_aiohttp import AiohttpTransport
 
 from actors.clients import LedgerClient
+from actors.metrics import start_actor_metrics
 from whatsray.calls import calls
+from whatsray.metrics.refresh import report_forever
+from whatsray.observability.logs import LogSetup, configure_logging
 from whatsray.outbox import Outbox, load_templates
 from whatsray.outbox.ledger import OutboundItem, OutboundRecord
+from whatsray.outbox.snapshot import OutboxStatus
 from whatsray.whatsapp.events import StatusEvent
 from whatsray.whatsapp.graph_client import GraphClient
 
@@ -38,7 +42,11 @@ class OutboxActor:
         graph_api_version: str,
         throughput_mps: float,
         templates_file: str | None = None,
+        logs: LogSetup | None = None,
+        metrics_every_s: float = 5.0,
     ) -> None:
+        start_actor_metrics("outbox")
+        configure_logging(logs)  # first: what the constructor logs is formatted and redacted
         # As many connections as the outbox makes requests at once (Outbox(max_requests=...)).
         # httpx's API over aiohttp's connections: httpx's own pool cost 2.4 ms of CPU per
         # request here, aiohttp's 0.4 (docs/hot-path.md).
@@ -70,6 +78,9 @@ class OutboxActor:
         # and then, what was recorded and never handed over (docs/outbox.md, "Sweeps").
         self._resumed = asyncio.get_running_loop().create_task(self._outbox.resume_pending())
         self._sweeping = asyncio.get_running_loop().create_task(self._sweep_forever())
+        self._reporting = asyncio.get_running_loop().create_task(
+            report_forever(self._outbox.report_metrics, metrics_every_s)
+        )
 
     async def _sweep_forever(self) -> None:
         await asyncio.shield(self._resumed)
@@ -100,14 +111,14 @@ class OutboxActor:
     async def replay_dead_letter(self, dead_letter_id: str) -> OutboundRecord:
         return await self._outbox.replay_dead_letter(dead_letter_id)
 
+    async def status(self) -> OutboxStatus:
+        """Its queue and rate limits now, from memory (`GET /api/status`)."""
+        return self._outbox.status()
+
     async def in_flight(self) -> int:
         """Sends and writes still running here, the restart's resume included: 0 when quiet."""
         resuming = 0 if self._resumed.done() else 1
         return self._outbox.in_flight() + resuming
-
-    async def stats(self) -> dict[str, Any]:
-        stats: dict[str, Any] = self._outbox.stats.as_dict()
-        return stats
 
     async def call_counts(self) -> dict[str, int]:
         return calls.snapshot()

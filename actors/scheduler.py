@@ -17,11 +17,13 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from actors.clients import JobStoreClient, ReplayerClient
+from actors.metrics import start_actor_metrics
 from whatsray.calls import calls
 from whatsray.inbox import Inbox
+from whatsray.observability.logs import LogSetup, configure_logging
 from whatsray.scheduling import SchedulerCore, SystemTasks
 from whatsray.scheduling import default_system_jobs as system_job_specs
-from whatsray.scheduling.models import Job, JobKind, JobPatch, JobSpec
+from whatsray.scheduling.models import Job, JobKind, JobPatch, JobSpec, NextRun
 from whatsray.store.job_records import JobRunRecord
 
 log = logging.getLogger(__name__)
@@ -39,7 +41,10 @@ class SchedulerActor:
         system_jobs: bool = True,
         sweep_every_s: float = 30.0,
         config_jobs: Sequence[JobSpec] = (),
+        logs: LogSetup | None = None,
     ) -> None:
+        start_actor_metrics("scheduler")
+        configure_logging(logs)  # first: what the constructor logs is formatted and redacted
         self._inbox = Inbox.from_url(redis_url, partitions=partitions)
         job_store = JobStoreClient(store)
         replayers = {pnid: ReplayerClient(h) for pnid, h in outboxes.items()}
@@ -105,8 +110,9 @@ class SchedulerActor:
         await self._ready()
         return True
 
-    async def stats(self) -> dict[str, Any]:
-        return self._core.stats_dict()
+    async def next_runs(self, limit: int = 5) -> list[NextRun]:
+        """The jobs whose timers fire soonest (`GET /api/status`)."""
+        return await (await self._ready()).next_runs(limit)
 
     async def call_counts(self) -> dict[str, int]:
         return calls.snapshot()

@@ -22,10 +22,14 @@ from actors.clients import (
     PipelineOutboxClient,
     RouterClient,
 )
+from actors.metrics import start_actor_metrics
 from whatsray.calls import calls
 from whatsray.inbox import Inbox, partition_for
+from whatsray.metrics.refresh import report_forever
+from whatsray.observability.logs import LogSetup, configure_logging
 from whatsray.pipeline.host import SessionHostCore
 from whatsray.session import SessionConfig
+from whatsray.session.registry import SessionCounts
 from whatsray.whatsapp.events import ChatKey
 
 
@@ -47,9 +51,13 @@ class SessionHost:
         handoff_release_after_s: float | None = None,
         peer_names: Sequence[str],
         namespace: str,
+        logs: LogSetup | None = None,
+        metrics_every_s: float = 5.0,
     ) -> None:
         """`peer_names`: every host's actor name, by partition (in `namespace`): a handoff
         change made here reaches the host that holds the chat (`invalidate`)."""
+        start_actor_metrics("session_host")
+        configure_logging(logs)  # first: what the constructor logs is formatted and redacted
         self._peer_names = tuple(peer_names)
         self._namespace = namespace
         self._inbox = Inbox.from_url(redis_url, partitions=partitions)
@@ -72,7 +80,11 @@ class SessionHost:
             partitions=partitions,
             invalidate_elsewhere=self._invalidate_elsewhere,
         )
-        self._started = asyncio.get_running_loop().create_task(self._core.start())
+        loop = asyncio.get_running_loop()
+        self._started = loop.create_task(self._core.start())
+        self._reporting = loop.create_task(
+            report_forever(self._core.report_metrics, metrics_every_s)
+        )
 
     async def ping(self) -> bool:
         await asyncio.shield(self._started)  # a caller giving up must not cancel the start
@@ -80,6 +92,10 @@ class SessionHost:
 
     async def stats(self) -> dict[str, Any]:
         return self._core.stats()
+
+    async def status(self) -> SessionCounts:
+        """Its sessions now (`GET /api/status`)."""
+        return self._core.registry.counts()
 
     async def call_counts(self) -> dict[str, int]:
         return calls.snapshot()

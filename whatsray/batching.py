@@ -18,6 +18,8 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Generic, TypeVar
 
+from whatsray.observability.logs import clear_ids
+
 __all__ = ["Batcher"]
 
 log = logging.getLogger(__name__)
@@ -75,6 +77,7 @@ class Batcher(Generic[T, R]):
             await asyncio.shield(self._runner)
 
     async def _run(self) -> None:
+        clear_ids()  # it flushes every caller's items: not the log ids of the one that started it
         try:
             while self._queue:
                 if self._linger_s and (self._last_batch > 1 or len(self._queue) > 1):

@@ -6,13 +6,15 @@ can report its process's counts. The end-to-end benchmark sums them over the pla
 by the messages it sent: Store calls per message, actor calls per message.
 
 Plain counters in one process-wide object: an actor is one process, so its counts are its own.
-The observability work exports these as metrics.
+Each count is also exported as `whatsray_actor_calls_total{target, method}` (docs/metrics.md).
 """
 
 from __future__ import annotations
 
 from collections import Counter
 from threading import Lock
+
+from whatsray import metrics
 
 __all__ = ["CallCounter", "calls"]
 
@@ -27,6 +29,7 @@ class CallCounter:
     def count(self, target: str, method: str, n: int = 1) -> None:
         with self._lock:
             self._counts[(target, method)] += n
+        metrics.actor_calls.inc(n, target=target, method=method)
 
     def snapshot(self) -> dict[str, int]:
         """`{"target.method": count}`: plain, picklable, easy to sum across processes."""

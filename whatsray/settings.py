@@ -81,6 +81,13 @@ class Settings(BaseSettings):
     # Local mode: where the built-in emulator listens.
     http_port: int = Field(default=8000, ge=1, le=65535)
     emulator_port: int = Field(default=8025, ge=1, le=65535)
+    # Local mode: Ray's metrics export port (the scrape URL in the banner; 8080 as in
+    # cluster.yaml) and the port of the Prometheus `whatsray local --prometheus` starts.
+    metrics_port: int = Field(default=8080, ge=1, le=65535)
+    prometheus_port: int = Field(default=9090, ge=1, le=65535)
+    # How often each actor sets its gauges again (inbox backlog, sessions, queues): Ray drops a
+    # gauge that is not set for about 20 s (docs/metrics.md).
+    metrics_interval_s: float = Field(default=5.0, gt=0, le=15)
 
     # MCP server (`whatsray mcp`): the running whatsray whose REST API it drives; its token is
     # `admin_token` (docs/mcp.md).
@@ -89,6 +96,16 @@ class Settings(BaseSettings):
     # Built-in user-facing jobs (the morning greeting to opted-in contacts, fixed reminders),
     # docs/scheduler.md "Jobs from the configs"; an absent file declares none.
     jobs_file: Path | None = Path("configs/jobs.yaml")
+
+    # Logs of every process (docs/logging.md): JSON lines or text; unset: JSON on a cluster
+    # (for a log pipeline), text locally (for a person).
+    log_format: Literal["json", "text"] | None = None
+
+    @property
+    def effective_log_format(self) -> Literal["json", "text"]:
+        if self.log_format is not None:
+            return self.log_format
+        return "json" if self.mode == "cluster" else "text"
 
     @field_validator("graph_api_version")
     @classmethod

@@ -21,7 +21,7 @@ from actors.clients.outbox import (
 )
 from actors.clients.probe import ProbeClient
 from actors.clients.router import RouterClient
-from actors.clients.scheduler import JobsClient
+from actors.clients.scheduler import JobsClient, SchedulerStatusClient
 from actors.clients.session_host import PeerHostClient, SessionHostClient
 from actors.clients.store import (
     AdminStoreClient,
@@ -44,6 +44,7 @@ __all__ = [
     "ProbeClient",
     "ReplayerClient",
     "RouterClient",
+    "SchedulerStatusClient",
     "SessionHostClient",
     "ToolOutboxClient",
     "ToolStoreClient",

@@ -12,6 +12,7 @@ from actors.clients._base import Client
 from whatsray.admin.ports import AdminOutboxPort
 from whatsray.calls import calls
 from whatsray.outbox.ledger import OutboundItem, OutboundRecord
+from whatsray.outbox.snapshot import OutboxStatus
 from whatsray.pipeline.ports import OutboxPort
 from whatsray.scheduling.ports import DeadLetterReplayer
 from whatsray.tools.services import ToolOutbox
@@ -46,7 +47,8 @@ class PipelineOutboxClient(Client):
 
 
 class AdminOutboxClient(Client):
-    """The admin API's outbox (`AdminOutboxPort`): sends and dead-letter replays."""
+    """The admin API's outbox (`AdminOutboxPort`): sends and dead-letter replays; and its
+    queue and rate limits for `GET /api/status`."""
 
     async def dispatch(self, items: Sequence[OutboundItem]) -> None:
         calls.count(OUTBOX, "dispatch")
@@ -55,6 +57,10 @@ class AdminOutboxClient(Client):
     async def replay_dead_letter(self, dead_letter_id: str) -> OutboundRecord:
         calls.count(OUTBOX, "replay_dead_letter")
         return await self._handle.replay_dead_letter.remote(dead_letter_id)
+
+    async def status(self) -> OutboxStatus:
+        calls.count(OUTBOX, "status")
+        return await self._handle.status.remote()
 
 
 class ToolOutboxClient(Client):

@@ -1,6 +1,7 @@
 # Ray handles are untyped: a remote result is Any, and the return annotation is the contract.
 # mypy: disable-error-code="no-any-return"
-"""The client of the Scheduler actor: `JobsPort`, for the jobs API and the reminder tools."""
+"""Clients of the Scheduler actor: `JobsPort`, for the jobs API and the reminder tools; and its
+next runs, for the admin API's status."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import Any
 
 from actors.clients._base import Client
 from whatsray.calls import calls
-from whatsray.scheduling.models import Job, JobKind, JobPatch, JobSpec
+from whatsray.scheduling.models import Job, JobKind, JobPatch, JobSpec, NextRun
 from whatsray.scheduling.ports import JobsPort
 from whatsray.store.job_records import JobRunRecord
 
@@ -49,6 +50,14 @@ class JobsClient(Client):
     async def job_runs(self, job_id: str, limit: int = 50, offset: int = 0) -> list[JobRunRecord]:
         calls.count(SCHEDULER, "job_runs")
         return await self._handle.job_runs.remote(job_id, limit, offset)
+
+
+class SchedulerStatusClient(Client):
+    """The ingress's `GET /api/status`: the jobs whose timers fire soonest."""
+
+    async def next_runs(self, limit: int = 5) -> list[NextRun]:
+        calls.count(SCHEDULER, "next_runs")
+        return await self._handle.next_runs.remote(limit)
 
 
 def _check(handle: Any) -> None:

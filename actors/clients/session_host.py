@@ -9,12 +9,14 @@ from typing import Any
 from actors.clients._base import Client
 from whatsray.admin.ports import HandoffControl
 from whatsray.calls import calls
+from whatsray.session.registry import SessionCounts
 
 SESSION_HOST = "session_host"
 
 
 class SessionHostClient(Client):
-    """The ingress's view of one host: the admin API's handoff switch and the host's stats."""
+    """The ingress's view of one host: the admin API's handoff switch, the host's stats and
+    its sessions for `GET /api/status`."""
 
     async def set_handoff(self, chat: str, on: bool) -> None:
         calls.count(SESSION_HOST, "set_handoff")
@@ -23,6 +25,10 @@ class SessionHostClient(Client):
     async def stats(self) -> dict[str, Any]:
         calls.count(SESSION_HOST, "stats")
         return await self._handle.stats.remote()
+
+    async def status(self) -> SessionCounts:
+        calls.count(SESSION_HOST, "status")
+        return await self._handle.status.remote()
 
 
 class PeerHostClient(Client):

@@ -30,6 +30,7 @@ from whatsray.store.records import (
     Contact,
     MessageRecord,
     SessionSnapshot,
+    StatusCounts,
     TurnCommit,
     TurnRecord,
 )
@@ -187,7 +188,7 @@ class LedgerClient(Client):
 
 
 class AdminStoreClient(Client):
-    """The admin API's store (`AdminStorePort`)."""
+    """The admin API's store (`AdminStorePort`), and its counts for `GET /api/status`."""
 
     async def get_chat(self, chat: ChatKey | str) -> ChatRecord | None:
         calls.count(STORE, "get_chat")
@@ -236,6 +237,10 @@ class AdminStoreClient(Client):
         return await self._handle.handoff_chats.remote(
             phone_number_id, idle_before=idle_before, limit=limit
         )
+
+    async def status_counts(self) -> StatusCounts:
+        calls.count(STORE, "status_counts")
+        return await self._handle.status_counts.remote()
 
 
 class ToolStoreClient(Client):

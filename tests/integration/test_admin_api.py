@@ -52,6 +52,7 @@ EVERY_ROUTE = [
     ("GET", "/api/contacts/search?q=ann", None),
     ("GET", "/api/dead-letters", None),
     ("POST", "/api/dead-letters/dl_nope/replay", None),
+    ("GET", "/api/status", None),
 ]
 
 
@@ -475,6 +476,7 @@ async def test_the_openapi_document_lists_every_route_with_a_summary(admin: Admi
             ("GET", "/api/contacts/search"),
             ("GET", "/api/dead-letters"),
             ("POST", "/api/dead-letters/{dead_letter_id}/replay"),
+            ("GET", "/api/status"),
         ]
     )
     for key, operation in operations.items():

@@ -17,6 +17,7 @@ import httpx
 import pytest
 import redis.asyncio as aioredis
 
+from tests.support.metrics import MetricsProbe
 from tests.support.quiet import until_calm
 from whatsray.agents import build_runtime, parse_agents_config
 from whatsray.agents.build import EngineFactory
@@ -192,6 +193,28 @@ async def test_a_user_message_gets_one_reply(pipeline: Pipeline) -> None:
     assert [(r.body["message_id"], r.body.get("typing_indicator")) for r in reads] == [
         (wamid, {"type": "text"})
     ]
+
+
+async def test_without_ray_a_message_is_counted_in_the_metrics(
+    pipeline: Pipeline, recorded: MetricsProbe
+) -> None:
+    await pipeline.user_says("15551230009", "count me")
+    assert await pipeline.replies_to("15551230009", 1) == ["echo: count me"]
+    await pipeline.quiet()  # the statuses of the reply are in too
+
+    turns = recorded.value("whatsray_turns_total", agent="assistant", outcome="ok")
+    assert turns == 1
+    assert recorded.value("whatsray_turn_seconds_count", agent="assistant") == 1
+    for stage in ("queue", "route", "llm", "commit"):
+        assert recorded.value("whatsray_turn_stage_seconds_count", stage=stage) == 1, stage
+    assert recorded.value("whatsray_llm_requests_total", result="ok") == 1
+    assert recorded.value("whatsray_outbox_sends_total", result="sent") == 1
+    assert recorded.value("whatsray_outbox_events_total", event="submitted") == 1
+    assert recorded.value("whatsray_statuses_total", status="read") == 1
+    # The message, then the reply's status webhooks (as many as the emulator batched them in).
+    assert recorded.value("whatsray_webhook_requests_total", result="accepted") >= 2
+    assert recorded.value("whatsray_webhook_requests_total", result="duplicate") == 0
+    assert recorded.value("whatsray_routes_total", agent="assistant") == 1
 
 
 async def test_a_webhook_delivered_five_times_is_answered_once(pipeline: Pipeline) -> None:

@@ -420,3 +420,34 @@ def test_a_queued_turn_hears_one_moment_and_the_load_shows_in_the_admin_api(
     assert body["notices_sent"] >= 1
     assert {a["agent"] for a in body["agents"]} == {"assistant", "slow", "support", "queued"}
     assert platform.api.get("/api/inference").status_code == 401
+
+
+def test_whatsray_status_shows_every_partition_and_the_outbox(
+    platform: Platform, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from whatsray.cli import main
+
+    user = "15550000501"
+    platform.user_says(user, "how are things")
+    assert platform.texts_to(user, 1) == ["echo: how are things"]
+    platform.wait_quiet()  # everything sent: the outbox's queue is empty again
+    url = str(platform.api.base_url).rstrip("/")
+    token = admin(platform)["Authorization"].removeprefix("Bearer ")
+
+    assert main(["status", "--url", url, "--token", token]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    start = lines.index("Partitions") + 2  # past the column headers
+    rows = [re.fullmatch(r"\s*(\d+)\s+(\d+)\s+(\d+)\s+\S+", line) for line in lines[start:]]
+    partitions = [int(row.group(1)) for row in rows[:PARTITIONS] if row is not None]
+    assert partitions == list(range(PARTITIONS)), lines
+    outbox = [line.split() for line in lines if line.strip().startswith(DEFAULT_PHONE_NUMBER_ID)]
+    assert [row[:2] for row in outbox] == [[DEFAULT_PHONE_NUMBER_ID, "0"]], lines  # queue depth
+    assert not any(line.startswith("Unavailable") for line in lines), lines
+
+    assert main(["status", "--url", url, "--token", token, "--json"]) == 0
+    body = json.loads(capsys.readouterr().out)
+    assert body["unavailable"] == []
+    assert all(p["sessions_active"] is not None for p in body["partitions"]), body
+    assert {a["agent"] for a in body["agents"]} == {"assistant", "slow", "support", "queued"}
+    assert isinstance(body["dead_letters"], int) and isinstance(body["handoffs"], int)
+    assert body["next_runs"] is not None

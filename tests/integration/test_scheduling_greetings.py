@@ -15,6 +15,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from tests.integration.store_helpers import PNID, FakeClock, inbound
+from tests.support.metrics import MetricsProbe
 from whatsray.inbox import AppendResult, Inbox
 from whatsray.scheduling import SchedulerCore, parse_jobs
 from whatsray.session.scheduled import SCHEDULED_PREFIX, SCHEDULED_TYPE
@@ -173,7 +174,9 @@ async def test_the_greeting_reaches_each_opted_in_chat_once_per_run(
         await scheduler.close()
 
 
-async def test_a_greeting_for_one_business_number(redis: aioredis.Redis, tmp_path: Path) -> None:
+async def test_a_greeting_for_one_business_number(
+    redis: aioredis.Redis, tmp_path: Path, recorded: MetricsProbe
+) -> None:
     clock = FakeClock(T0)
     inbox = Inbox(redis, partitions=PARTITIONS)
     async with Store(tmp_path / "s.duckdb", now=clock) as store:
@@ -185,7 +188,8 @@ async def test_a_greeting_for_one_business_number(redis: aioredis.Redis, tmp_pat
         clock.advance(90)
         await scheduler.reconcile_all()
         assert [e.chat for e in await inbox_events(inbox)] == [CARL]
-        assert scheduler.stats.greetings == 1
+        done = recorded.value("whatsray_scheduler_runs_total", kind="greeting", result="done")
+        assert done == 1
 
 
 # --- the jobs file at start ----------------------------------------------------------------------

@@ -4,7 +4,8 @@ messages, statuses) reach the store and the outbox through the real webhook rece
 (the emulator's) for all, so a test moves time past the 24-hour window for everything at once.
 
 Shared by tests/integration/test_admin_api.py (through `httpx.ASGITransport`) and the MCP tests
-(the same app served on loopback).
+(the same app served on loopback). `GET /api/status` reports the store, the outbox and, given an
+`inbox` (a real Valkey), its partitions.
 """
 
 from __future__ import annotations
@@ -22,7 +23,11 @@ from fastapi import FastAPI
 
 from tests.support.quiet import until_calm
 from whatsray.admin import create_admin_router
+from whatsray.admin.status import StatusSources, collect_status
+from whatsray.admin.status_models import StatusOut
+from whatsray.inbox import Inbox
 from whatsray.outbox import OutboundRecord, Outbox, RetryPolicy
+from whatsray.outbox.snapshot import OutboxStatus
 from whatsray.store import Store
 from whatsray.whatsapp.emulator import (
     DEFAULT_PHONE_NUMBER_ID,
@@ -95,7 +100,7 @@ class Admin:
 
 
 @asynccontextmanager
-async def admin_stack(tmp_path: Path) -> AsyncIterator[Admin]:
+async def admin_stack(tmp_path: Path, inbox: Inbox | None = None) -> AsyncIterator[Admin]:
     """The whole deployment, torn down on exit (statuses still in flight go nowhere)."""
     clock = SystemClock()
     outboxes: list[Outbox] = []
@@ -142,6 +147,21 @@ async def admin_stack(tmp_path: Path) -> AsyncIterator[Admin]:
                 grace_poll_s=0.02,
             )
             outboxes.append(outbox)
+
+            async def outbox_status() -> OutboxStatus:
+                return outbox.status()
+
+            sources = StatusSources(
+                partitions=inbox.partitions if inbox is not None else 0,
+                backlog=inbox.backlog if inbox is not None else None,
+                outboxes={PNID: outbox_status},
+                store=store.status_counts,
+                now=clock.now,
+            )
+
+            async def status() -> StatusOut:
+                return await collect_status(sources)
+
             app = FastAPI()
             app.include_router(
                 create_admin_router(
@@ -149,6 +169,7 @@ async def admin_stack(tmp_path: Path) -> AsyncIterator[Admin]:
                     store=store,
                     outbox_for={PNID: outbox}.__getitem__,
                     phone_number_ids=[PNID],
+                    status=status,
                     now=clock.now,
                 )
             )

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,8 +22,9 @@ from whatsray.settings import Settings, load_settings
 
 
 @contextmanager
-def local_ray_serve(http_port: int) -> Iterator[None]:
-    """Ray and Serve (HTTP on 127.0.0.1:`http_port`) until the block exits, then both stopped."""
+def local_ray_serve(http_port: int, **ray_options: Any) -> Iterator[None]:
+    """Ray and Serve (HTTP on 127.0.0.1:`http_port`) until the block exits, then both stopped.
+    `ray_options` go to `ray.init` (a metrics export port, a `_system_config`...)."""
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     import ray
@@ -35,6 +36,7 @@ def local_ray_serve(http_port: int) -> Iterator[None]:
         object_store_memory=150 * 1024**2,
         logging_level="ERROR",
         log_to_driver=False,
+        **ray_options,
     )
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": http_port})
@@ -54,7 +56,12 @@ class RunningWhatsray:
 
 @contextmanager
 def running_whatsray(
-    data: Path, *, api_timeout_s: float = 30.0, ready_within_s: float = 90.0, **settings: Any
+    data: Path,
+    *,
+    api_timeout_s: float = 30.0,
+    ready_within_s: float = 90.0,
+    ray_options: Mapping[str, Any] | None = None,
+    **settings: Any,
 ) -> Iterator[RunningWhatsray]:
     """The whole app (`serve_app.build_app`) on a local Ray, its own Valkey and the emulator on
     free loopback ports, ready (`/ready` answered 200); everything stopped on the way out."""
@@ -73,7 +80,7 @@ def running_whatsray(
         **settings,
     )
     try:
-        with local_ray_serve(http_port):
+        with local_ray_serve(http_port, **(ray_options or {})):
             serve.run(serve_app.build_app(config), name="whatsray", route_prefix="/")
             api = httpx.Client(base_url=f"http://127.0.0.1:{http_port}", timeout=api_timeout_s)
             emulator = httpx.Client(base_url=f"http://127.0.0.1:{emulator_port}", timeout=30)

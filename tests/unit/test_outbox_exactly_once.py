@@ -11,6 +11,7 @@ import pytest
 from emulator_harness import USER
 from outbox_harness import OutboxRig, losing_graph, outbox_rig
 
+from tests.support.metrics import MetricsProbe
 from whatsray.outbox import OutboundItem, Outbox, is_ambiguous
 from whatsray.whatsapp.emulator import StatusDelays
 from whatsray.whatsapp.errors import GraphTimeoutError, ServerError, TransportError
@@ -29,7 +30,9 @@ async def _killed_mid_send(rig: OutboxRig, items: list[OutboundItem]) -> Outbox:
     return doomed
 
 
-async def test_recorded_by_an_earlier_outbox_waits_the_grace_then_is_sent_once() -> None:
+async def test_recorded_by_an_earlier_outbox_waits_the_grace_then_is_sent_once(
+    recorded: MetricsProbe,
+) -> None:
     # The ledger does not count attempts before a send (docs/outbox.md, "In memory"): a record
     # another outbox left pending may have reached Meta, so it waits for a status first.
     async with outbox_rig() as rig:
@@ -42,10 +45,14 @@ async def test_recorded_by_an_earlier_outbox_waits_the_grace_then_is_sent_once()
 
         assert rig.texts(USER) == ["hello"]
         assert record.attempts == 1
-        assert outbox.stats.ambiguous_resends == 1  # sent after the grace, once
+        assert (
+            recorded.value("whatsray_outbox_events_total", event="ambiguous_resend") == 1
+        )  # sent after the grace, once
 
 
-async def test_dispatched_fresh_is_sent_at_once_without_reading_the_ledger() -> None:
+async def test_dispatched_fresh_is_sent_at_once_without_reading_the_ledger(
+    recorded: MetricsProbe,
+) -> None:
     async with outbox_rig() as rig:
         rig.open_window(USER)
         items = rig.reply("t1", USER, "hello")
@@ -64,16 +71,19 @@ async def test_dispatched_fresh_is_sent_at_once_without_reading_the_ledger() -> 
 
         assert rig.texts(USER) == ["hello"]
         assert reads == []
-        assert outbox.stats.ambiguous_resends == 0
+        assert recorded.value("whatsray_outbox_events_total", event="ambiguous_resend") == 0
         stored = await get_outbound("t1:0")
         assert stored is not None and (stored.status, stored.attempts) != ("pending", 0)
 
 
-async def test_killed_after_the_send_with_its_status_already_seen_is_not_resent() -> None:
+async def test_killed_after_the_send_with_its_status_already_seen_is_not_resent(
+    recorded: MetricsProbe,
+) -> None:
     async with outbox_rig() as rig:  # the `sent` status is immediate
         rig.open_window(USER)
         items = rig.reply("t1", USER, "hello")
         await _killed_mid_send(rig, items)
+        sent_before = recorded.value("whatsray_outbox_sends_total", result="sent")
 
         stored = await rig.ledger.get_outbound("t1:0")
         assert stored is not None and stored.wamid == rig.accepted(USER)[0].wamid
@@ -83,10 +93,13 @@ async def test_killed_after_the_send_with_its_status_already_seen_is_not_resent(
 
         assert rig.texts(USER) == ["hello"]
         assert record.wamid == stored.wamid
-        assert restarted.stats.sent == restarted.stats.ambiguous_resends == 0
+        assert recorded.value("whatsray_outbox_sends_total", result="sent") == sent_before
+        assert recorded.value("whatsray_outbox_events_total", event="ambiguous_resend") == 0
 
 
-async def test_killed_after_the_send_waits_for_a_late_status_instead_of_resending() -> None:
+async def test_killed_after_the_send_waits_for_a_late_status_instead_of_resending(
+    recorded: MetricsProbe,
+) -> None:
     delays = StatusDelays(sent=5.0, delivered=6.0, read=7.0)
     async with outbox_rig(status_delays=delays) as rig:
         rig.open_window(USER)
@@ -100,10 +113,12 @@ async def test_killed_after_the_send_waits_for_a_late_status_instead_of_resendin
 
         assert rig.texts(USER) == ["hello"]
         assert record.wamid == rig.accepted(USER)[0].wamid
-        assert restarted.stats.ambiguous_resends == 0
+        assert recorded.value("whatsray_outbox_events_total", event="ambiguous_resend") == 0
 
 
-async def test_the_open_window_a_status_later_than_the_grace_means_a_second_send() -> None:
+async def test_the_open_window_a_status_later_than_the_grace_means_a_second_send(
+    recorded: MetricsProbe,
+) -> None:
     # The one case we cannot close: Meta took the message, we died before storing the wamid,
     # and its status webhook comes later than the grace period. We resend, and say so.
     delays = StatusDelays(sent=20.0, delivered=None, read=None)
@@ -117,13 +132,14 @@ async def test_the_open_window_a_status_later_than_the_grace_means_a_second_send
         await rig.harness.advance(30)  # both `sent` statuses arrive
 
         assert rig.texts(USER) == ["hello", "hello"]
-        assert restarted.stats.ambiguous_resends == 1
-        assert restarted.stats.duplicate_sends_seen == 1  # detected and counted
+        assert recorded.value("whatsray_outbox_events_total", event="ambiguous_resend") == 1
+        seen = recorded.value("whatsray_outbox_events_total", event="duplicate_send_seen")
+        assert seen == 1  # detected and counted
         stored = await rig.ledger.get_outbound("t1:0")
         assert stored is not None and stored.wamid == record.wamid
 
 
-async def test_a_timed_out_send_that_went_through_is_not_sent_again() -> None:
+async def test_a_timed_out_send_that_went_through_is_not_sent_again(recorded: MetricsProbe) -> None:
     async with outbox_rig() as rig:
         rig.open_window(USER)
         async with losing_graph(rig, 1) as (graph, _):
@@ -132,8 +148,10 @@ async def test_a_timed_out_send_that_went_through_is_not_sent_again() -> None:
 
         assert rig.texts(USER) == ["slow answer"]
         assert record.wamid == rig.accepted(USER)[0].wamid
-        assert outbox.stats.retried == 1
-        assert outbox.stats.sent == 0  # the wamid came from the status webhook
+        assert recorded.value("whatsray_outbox_sends_total", result="retried") == 1
+        assert (
+            recorded.value("whatsray_outbox_sends_total", result="sent") == 0
+        )  # the wamid came from the status webhook
 
 
 async def test_a_timed_out_send_with_no_status_is_retried() -> None:

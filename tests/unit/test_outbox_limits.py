@@ -6,6 +6,7 @@ import random
 
 import pytest
 
+from tests.support.metrics import MetricsProbe
 from whatsray.outbox import (
     PairRateLimiter,
     RetryPolicy,
@@ -64,7 +65,9 @@ def test_pair_buckets_are_per_recipient_and_idle_ones_are_forgotten() -> None:
     assert len(pairs) == 1
 
 
-async def test_the_send_limiter_waits_for_pair_then_throughput_tokens() -> None:
+async def test_the_send_limiter_waits_for_pair_then_throughput_tokens(
+    recorded: MetricsProbe,
+) -> None:
     time = FakeTime()
     limiter = SendRateLimiter(
         throughput_mps=2, pair_burst=2, pair_refill_s=6.0, now=time.now, sleep=time.sleep
@@ -76,9 +79,10 @@ async def test_the_send_limiter_waits_for_pair_then_throughput_tokens() -> None:
     assert time.slept == [pytest.approx(0.5 + SAFETY_MARGIN_S)]
     await limiter.acquire("a")
     await limiter.acquire("a")  # a's pair bucket (2) is spent: 6 s minus the time already passed
-    assert limiter.stats.pair_waits == 1
-    assert limiter.stats.throughput_waits >= 1
-    assert limiter.stats.waited_s == pytest.approx(sum(time.slept))
+    waits = "whatsray_rate_limit_wait_seconds"
+    assert recorded.value(f"{waits}_count", limiter="pair") == 1
+    assert recorded.value(f"{waits}_count", limiter="throughput") >= 1
+    assert recorded.value(f"{waits}_sum") == pytest.approx(sum(time.slept))
 
 
 def test_retry_schedule_doubles_from_two_seconds_and_caps() -> None:

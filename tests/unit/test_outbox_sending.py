@@ -9,10 +9,12 @@ import pytest
 from emulator_harness import OTHER_USER, USER
 from outbox_harness import outbox_rig
 
+from tests.support.metrics import MetricsProbe
+from whatsray import metrics
 from whatsray.outbox import RetryPolicy
 
 
-async def test_parts_of_a_reply_go_out_in_order_and_are_marked_sent() -> None:
+async def test_parts_of_a_reply_go_out_in_order_and_are_marked_sent(recorded: MetricsProbe) -> None:
     async with outbox_rig() as rig:
         rig.open_window(USER)
         outbox = rig.outbox()
@@ -25,7 +27,7 @@ async def test_parts_of_a_reply_go_out_in_order_and_are_marked_sent() -> None:
         # The stable id travels as biz_opaque_callback_data.
         sent_ids = [r.body["biz_opaque_callback_data"] for r in rig.accepted(USER)]
         assert sent_ids == ["t1:0", "t1:1", "t1:2"]
-        assert outbox.stats.sent == 3
+        assert recorded.value("whatsray_outbox_sends_total", result="sent") == 3
 
 
 async def test_two_replies_to_one_recipient_never_interleave() -> None:
@@ -41,7 +43,7 @@ async def test_two_replies_to_one_recipient_never_interleave() -> None:
         assert texts in (["a0", "a1", "a2", "b0", "b1", "b2"], ["b0", "b1", "b2", "a0", "a1", "a2"])
 
 
-async def test_the_same_items_submitted_twice_are_sent_once() -> None:
+async def test_the_same_items_submitted_twice_are_sent_once(recorded: MetricsProbe) -> None:
     async with outbox_rig() as rig:
         rig.open_window(USER)
         outbox = rig.outbox()
@@ -51,7 +53,7 @@ async def test_the_same_items_submitted_twice_are_sent_once() -> None:
 
         assert rig.texts(USER) == ["hello", "world"]
         assert [r.wamid for r in again] == [r.wamid for r in first]
-        assert outbox.stats.already_done == 2
+        assert recorded.value("whatsray_outbox_events_total", event="already_done") == 2
 
 
 async def test_concurrent_duplicate_submits_send_once() -> None:
@@ -66,17 +68,20 @@ async def test_concurrent_duplicate_submits_send_once() -> None:
         assert len({tuple(r.wamid for r in records) for records in results}) == 1
 
 
-async def test_a_restarted_outbox_does_not_send_again() -> None:
+async def test_a_restarted_outbox_does_not_send_again(recorded: MetricsProbe) -> None:
     async with outbox_rig() as rig:
         rig.open_window(USER)
         items = rig.reply("t1", USER, "hello", "world")
         await rig.outbox().submit(items)
+        sent_before = recorded.value("whatsray_outbox_sends_total", result="sent")
 
         restarted = rig.outbox()  # a new instance over the same ledger
         records = await restarted.submit(items)
 
         assert rig.texts(USER) == ["hello", "world"]
-        assert restarted.stats.sent == 0
+        assert (
+            recorded.value("whatsray_outbox_sends_total", result="sent") == sent_before
+        )  # nothing sent by the restarted one
         assert all(r.wamid for r in records)
 
 
@@ -92,7 +97,9 @@ async def test_a_retried_turn_with_new_text_does_not_resend_and_keeps_the_record
         assert records[0].body["text"]["body"] == "first answer"
 
 
-async def test_the_throughput_bucket_waits_instead_of_hitting_130429() -> None:
+async def test_the_throughput_bucket_waits_instead_of_hitting_130429(
+    recorded: MetricsProbe,
+) -> None:
     async with outbox_rig(throughput_mps=5.0) as rig:
         users = [f"+1555000{i:04d}" for i in range(15)]
         for user in users:
@@ -104,11 +111,14 @@ async def test_the_throughput_bucket_waits_instead_of_hitting_130429() -> None:
 
         assert len(rig.accepted()) == 15
         assert rig.rejected_codes() == []
-        assert outbox.stats.rate_limit.throughput_waits > 0
-        assert outbox.stats.retried == 0
+        waits = recorded.value("whatsray_rate_limit_wait_seconds_count", limiter="throughput")
+        assert waits > 0
+        assert recorded.value("whatsray_outbox_sends_total", result="retried") == 0
 
 
-async def test_the_pair_rate_waits_per_recipient_without_blocking_others() -> None:
+async def test_the_pair_rate_waits_per_recipient_without_blocking_others(
+    recorded: MetricsProbe,
+) -> None:
     async with outbox_rig(pair_burst=3, pair_refill_seconds=6.0) as rig:
         rig.open_window(USER)
         rig.open_window(OTHER_USER)
@@ -121,14 +131,16 @@ async def test_the_pair_rate_waits_per_recipient_without_blocking_others() -> No
 
         assert rig.texts(USER) == [f"part {i}" for i in range(7)]
         assert rig.rejected_codes() == []  # no 131056
-        assert outbox.stats.rate_limit.pair_waits >= 4
+        assert recorded.value("whatsray_rate_limit_wait_seconds_count", limiter="pair") >= 4
         seqs = {r.body["text"]["body"]: r.seq for r in rig.accepted()}
         # The other user's message did not queue behind the slow recipient's waits.
         assert seqs["for the other user"] < seqs["part 3"]
 
 
 @pytest.mark.parametrize("code", [130429, 131056, 131000, 131016])
-async def test_transient_errors_are_retried_then_delivered(code: int) -> None:
+async def test_transient_errors_are_retried_then_delivered(
+    code: int, recorded: MetricsProbe
+) -> None:
     async with outbox_rig() as rig:
         rig.open_window(USER)
         await rig.harness.control(
@@ -141,8 +153,9 @@ async def test_transient_errors_are_retried_then_delivered(code: int) -> None:
         assert rig.texts(USER) == ["eventually"]
         assert record.status != "pending" and record.wamid is not None
         assert record.attempts == 3
-        assert outbox.stats.retried == 2
-        assert outbox.stats.dead_lettered == 0
+        retried = {"result": "retried", "error_code": metrics.send_error_code(code)}
+        assert recorded.value("whatsray_outbox_sends_total", **retried) == 2
+        assert recorded.value("whatsray_dead_letters_total") == 0
 
 
 async def test_exhausted_retries_go_to_the_dead_letter_queue() -> None:

@@ -11,6 +11,7 @@ import pytest
 from emulator_harness import PNID, USER
 from outbox_harness import outbox_rig
 
+from tests.support.metrics import MetricsProbe
 from whatsray.outbox import InMemoryLedger, OutboundItem, Outbox
 from whatsray.whatsapp.events import StatusEvent, StatusValue, WebhookError
 from whatsray.whatsapp.graph_client import GraphClient
@@ -83,14 +84,17 @@ async def test_a_status_before_mark_sent_is_keyed_on_the_callback_data(
     assert record is not None and (record.status, record.wamid) == ("delivered", "wamid.A")
 
 
-async def test_statuses_for_unknown_messages_change_nothing(offline_graph: GraphClient) -> None:
+async def test_statuses_for_unknown_messages_change_nothing(
+    offline_graph: GraphClient, recorded: MetricsProbe
+) -> None:
     ledger = InMemoryLedger()
     await ledger.record_outbound(_item())
     outbox = Outbox(PNID, offline_graph, ledger)
 
     assert await outbox.apply_status(_status(StatusValue.READ, "wamid.X", callback=None)) is None
     assert await outbox.apply_status(_status(StatusValue.READ, "wamid.Y", "not-ours")) is None
-    assert outbox.stats.statuses_unknown == 2
+    assert recorded.value("whatsray_outbox_events_total", event="status_unknown") == 2
+    assert recorded.value("whatsray_statuses_total", status="read") == 2
     record = await ledger.get_outbound("t1:0")
     assert record is not None and (record.status, record.wamid) == ("pending", None)
 

@@ -10,6 +10,7 @@ import pytest
 from emulator_harness import OTHER_USER, USER
 from outbox_harness import OutboxRig, outbox_rig
 
+from tests.support.metrics import MetricsProbe
 from whatsray.outbox import (
     TemplatesConfig,
     TemplatesConfigError,
@@ -131,7 +132,9 @@ def test_the_window_line_for_agents() -> None:
 # --- the outbox -------------------------------------------------------------------------------
 
 
-async def test_sync_our_check_sends_the_purposes_template_instead_once() -> None:
+async def test_sync_our_check_sends_the_purposes_template_instead_once(
+    recorded: MetricsProbe,
+) -> None:
     async with outbox_rig() as rig:
         rig.open_window(USER, age_s=25 * 3600)
         outbox = rig.outbox(templates=TEMPLATES)
@@ -154,7 +157,8 @@ async def test_sync_our_check_sends_the_purposes_template_instead_once() -> None
         await outbox.resume_pending()
         await rig.settle()
         assert len(rig.accepted(USER)) == 1
-        assert outbox.stats.template_fallbacks == 1
+        fallbacks = {"purpose": "reminder", "reason": "window_closed"}
+        assert recorded.value("whatsray_template_fallbacks_total", **fallbacks) == 1
 
 
 async def test_sync_meta_refusal_falls_back_too() -> None:
@@ -169,7 +173,7 @@ async def test_sync_meta_refusal_falls_back_too() -> None:
         assert body_params(rig.accepted(USER)[0].body) == ["are you there?"]
 
 
-async def test_async_failed_131047_sends_the_template_once() -> None:
+async def test_async_failed_131047_sends_the_template_once(recorded: MetricsProbe) -> None:
     async with outbox_rig(window_failure_mode="async") as rig:
         outbox = rig.outbox(window_lookup=None, templates=TEMPLATES)
         [record] = await outbox.submit(rig.reply("t1", USER, "too late"))
@@ -192,7 +196,8 @@ async def test_async_failed_131047_sends_the_template_once() -> None:
         await outbox.apply_status(failed)
         await outbox.wait_idle()
         assert len(rig.accepted(USER)) == 2
-        assert outbox.stats.template_fallbacks == 1
+        fallbacks = {"reason": "late_131047"}
+        assert recorded.value("whatsray_template_fallbacks_total", **fallbacks) == 1
 
 
 async def test_async_failed_131047_without_a_template_is_a_dead_letter() -> None:

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from tests.support.metrics import MetricsProbe
 from whatsray.agents import AgentsConfig, Router, RouteRequest, load_agents_config
 from whatsray.agents.config import parse_agents_config
 from whatsray.agents.router import (
@@ -306,7 +307,7 @@ async def test_text_answers_are_parsed_tolerantly(answer: str) -> None:
         "{}",
     ],
 )
-async def test_invalid_classifier_answer_falls_back(answer: str) -> None:
+async def test_invalid_classifier_answer_falls_back(answer: str, recorded: MetricsProbe) -> None:
     router = Router(config(), ScriptedEngine([answer]))
     decision = await router.route(request("hmm"))
     assert (decision.agent, decision.reason, decision.fallback_cause) == (
@@ -316,7 +317,8 @@ async def test_invalid_classifier_answer_falls_back(answer: str) -> None:
     )
     assert decision.classifier_answer == answer
     assert decision.classifier_latency_ms is not None
-    assert router.counts["fallback:invalid_answer"] == 1
+    fallback = {"reason": "fallback", "fallback_cause": "invalid_answer"}
+    assert recorded.value("whatsray_routes_total", **fallback) == 1
 
 
 def test_parse_structured_answer() -> None:
@@ -365,20 +367,22 @@ async def test_classifier_off_or_without_text_is_not_called() -> None:
     assert engine.call_count == 0
 
 
-async def test_counts_record_each_path() -> None:
+async def test_counts_record_each_path(recorded: MetricsProbe) -> None:
     router = Router(config(), ScriptedEngine(['{"agent": "faq"}', '{"agent": "pizza"}']))
     await router.route(request("/faq"))
     await router.route(request("hmm"))
     await router.route(request("hmm"))
     await router.route(request("x", handoff=True))
-    assert router.counts["command"] == 1
-    assert router.counts["classifier"] == 1
-    assert router.counts["fallback"] == 1
-    assert router.counts["fallback:invalid_answer"] == 1
-    assert router.counts["handoff"] == 1
+    routes = "whatsray_routes_total"
+    assert recorded.value(routes, agent="faq", reason="command", fallback_cause="") == 1
+    assert recorded.value(routes, agent="faq", reason="classifier") == 1
+    fallback = {"agent": "assistant", "fallback_cause": "invalid_answer"}
+    assert recorded.value(routes, reason="fallback", **fallback) == 1
+    assert recorded.value(routes, agent="none", reason="handoff") == 1
+    assert recorded.value(routes) == 4
 
 
-async def test_rules_and_classify_can_be_asked_apart() -> None:
+async def test_rules_and_classify_can_be_asked_apart(recorded: MetricsProbe) -> None:
     """What the accuracy benchmark uses: `route` is `rules(...) or classify(...)`."""
     engine = ScriptedEngine(['{"agent": "orders"}'])
     router = Router(config(), engine)
@@ -388,7 +392,7 @@ async def test_rules_and_classify_can_be_asked_apart() -> None:
     decided = await router.classify(request("what's the price?"))  # rules skipped
     assert (decided.agent, decided.reason) == ("orders", "classifier")
     assert engine.call_count == 1
-    assert not router.counts  # only route() counts
+    assert recorded.value("whatsray_routes_total") == 0  # only route() counts
 
 
 def test_parse_classifier_answer() -> None:

@@ -3,11 +3,14 @@ JSON, and the handshake answering the challenge as plain text."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import AsyncIterator
 
 import httpx
 import pytest
 
+from tests.support.metrics import MetricsProbe
 from whatsray.whatsapp.events import Event
 from whatsray.whatsapp.signature import SIGNATURE_HEADER, sign
 from whatsray.whatsapp.webhook import (
@@ -15,7 +18,7 @@ from whatsray.whatsapp.webhook import (
     WebhookRejected,
     accept_webhook,
 )
-from whatsray.whatsapp.webhook_receiver import create_webhook_receiver
+from whatsray.whatsapp.webhook_receiver import EventSink, create_webhook_receiver
 
 SECRET = "test-app-secret"
 TOKEN = "test-verify-token"
@@ -139,3 +142,64 @@ async def test_oversized_streamed_body_without_content_length_is_refused(
 
     response = await client.post("/webhook", content=chunks())
     assert response.status_code == 413
+
+
+async def test_every_post_is_counted_by_result_and_timed(recorded: MetricsProbe) -> None:
+    seen: set[str] = set()
+
+    def dedupe(events: list[Event]) -> str | None:
+        keys = {e.idempotency_key for e in events}
+        duplicate = keys <= seen
+        seen.update(keys)
+        return "duplicate" if duplicate else None
+
+    def unavailable(events: list[Event]) -> None:
+        raise WebhookRejected(503, "inbox unavailable, retry later")
+
+    good = {SIGNATURE_HEADER: sign(SECRET, BODY)}
+    garbage = b"{not json"
+    async with _receiver(dedupe) as client:
+        assert (await client.post("/webhook", content=BODY, headers=good)).status_code == 200
+        assert (await client.post("/webhook", content=BODY, headers=good)).status_code == 200
+        assert (await client.post("/webhook", content=BODY)).status_code == 401
+        bad = {SIGNATURE_HEADER: sign("wrong-secret", BODY)}
+        assert (await client.post("/webhook", content=BODY, headers=bad)).status_code == 403
+        signed_garbage = {SIGNATURE_HEADER: sign(SECRET, garbage)}
+        response = await client.post("/webhook", content=garbage, headers=signed_garbage)
+        assert response.status_code == 400
+        huge = b"x" * (MAX_WEBHOOK_BODY_BYTES + 10)
+        assert (await client.post("/webhook", content=huge)).status_code == 413
+    async with _receiver(unavailable) as client:
+        assert (await client.post("/webhook", content=BODY, headers=good)).status_code == 503
+
+    counts = {
+        result: recorded.value("whatsray_webhook_requests_total", result=result)
+        for result in ("accepted", "duplicate", "bad_signature", "malformed", "too_large")
+    }
+    assert counts == {
+        "accepted": 1,
+        "duplicate": 1,
+        "bad_signature": 2,
+        "malformed": 1,
+        "too_large": 1,
+    }
+    assert recorded.value("whatsray_webhook_requests_total", result="unavailable") == 1
+    assert recorded.value("whatsray_webhook_seconds_count") == 7
+
+
+@contextlib.asynccontextmanager
+async def _receiver(on_events: EventSink) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_webhook_receiver(app_secret=SECRET, verify_token=TOKEN, on_events=on_events)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://receiver") as client:
+        yield client
+
+
+async def test_the_standalone_receiver_serves_its_metrics(recorded: MetricsProbe) -> None:
+    good = {SIGNATURE_HEADER: sign(SECRET, BODY)}
+    async with _receiver(lambda events: None) as client:
+        assert (await client.post("/webhook", content=BODY, headers=good)).status_code == 200
+        page = await client.get("/metrics")
+    assert page.status_code == 200
+    assert page.headers["content-type"].startswith("text/plain")
+    assert 'whatsray_webhook_requests_total{result="accepted"} 1.0' in page.text

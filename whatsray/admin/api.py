@@ -41,7 +41,14 @@ from whatsray.admin.models import (
     SendMessageResponse,
     normalize_user,
 )
-from whatsray.admin.ports import AdminOutboxPort, AdminStorePort, HandoffControl, InferenceReport
+from whatsray.admin.ports import (
+    AdminOutboxPort,
+    AdminStorePort,
+    HandoffControl,
+    InferenceReport,
+    StatusReport,
+)
+from whatsray.admin.status_models import StatusOut
 from whatsray.outbox.ledger import OutboundItem, OutboundRecord
 from whatsray.outbox.window import WINDOW_SECONDS, window_open
 from whatsray.store.records import ChatRecord
@@ -391,6 +398,7 @@ def create_admin_router(
     phone_number_ids: Sequence[str],
     inference: InferenceReport | None = None,
     handoff: HandoffControl | None = None,
+    status: StatusReport | None = None,
     now: Callable[[], float] = time.time,
     new_id: Callable[[], str] = _new_outbound_id,
 ) -> APIRouter:
@@ -400,8 +408,9 @@ def create_admin_router(
     this app sends from (the first is the default). `inference` reports the agents' inference
     load (`GET /api/inference`; absent without it). `handoff(chat, on)` sets a chat's handoff
     flag where its live session sees it (`POST /api/chats/{chat}/handoff` and `.../release`,
-    `GET /api/handoffs`; absent without it). `now` is the clock of the 24-hour window check;
-    `new_id` names sends made without an idempotency key.
+    `GET /api/handoffs`; absent without it). `status()` takes a snapshot of the running
+    platform (`GET /api/status`; absent without it). `now` is the clock of the 24-hour window
+    check; `new_id` names sends made without an idempotency key.
     """
     numbers = tuple(phone_number_ids)
     if not numbers:
@@ -525,5 +534,24 @@ def create_admin_router(
             methods=["GET"],
             operation_id="inference_load",
             summary="How loaded inference is, per agent (backpressure)",
+        )
+    if status is not None:
+        snapshot = status
+
+        async def platform_status() -> StatusOut:
+            return await snapshot()
+
+        router.add_api_route(
+            "/status",
+            platform_status,
+            methods=["GET"],
+            operation_id="platform_status",
+            summary="One snapshot of the running platform (what `whatsray status` shows)",
+            description=(
+                "Partitions' backlog and sessions, agents' load, outboxes' queues and rate"
+                " limits, dead letters, handoffs and the next scheduled runs. Every part is asked"
+                " at once with a timeout: one that does not answer is null and named in"
+                " `unavailable`, and the rest still comes back."
+            ),
         )
     return router

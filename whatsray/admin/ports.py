@@ -10,11 +10,12 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
 
+from whatsray.admin.status_models import StatusOut
 from whatsray.outbox.ledger import DeadLetter, OutboundItem, OutboundRecord
 from whatsray.store.records import ChatRecord, Contact, MessageRecord
 from whatsray.whatsapp.events import ChatKey
 
-__all__ = ["AdminOutboxPort", "AdminStorePort", "HandoffControl", "InferenceReport"]
+__all__ = ["AdminOutboxPort", "AdminStorePort", "HandoffControl", "InferenceReport", "StatusReport"]
 
 
 class AdminStorePort(Protocol):
@@ -58,6 +59,11 @@ class AdminOutboxPort(Protocol):
 # The inference load report: `{"agents": [AgentLoad.as_dict(), ...], "notices_sent": n,
 # "typing_refreshes": n}`, gathered from the agent workers and session hosts by the edge.
 InferenceReport = Callable[[], Awaitable[dict[str, Any]]]
+
+
+# One snapshot of the running platform (`GET /api/status`): `whatsray.admin.status.collect_status`
+# over the parts the app has (on Ray, the ingress's actor clients).
+StatusReport = Callable[[], Awaitable[StatusOut]]
 
 
 # Sets (True) or clears (False) a chat's handoff flag, given its canonical key, so that its live

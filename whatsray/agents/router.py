@@ -19,13 +19,15 @@ import json
 import logging
 import re
 import time
-from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from whatsray import metrics
 from whatsray.agents.config import AGENT_COMMAND, AgentsConfig, AgentSpec
 from whatsray.llm import ChatEngine, ChatMessage, LLMTimeout
+from whatsray.llm.metering import metered
+from whatsray.observability.logs import log_ids
 from whatsray.whatsapp.events import MessageEvent
 from whatsray.whatsapp.message_content import ButtonContent, InteractiveContent
 
@@ -185,7 +187,6 @@ class Router:
         }
         self._system_prompt = _classifier_prompt(config.agents)
         self._schema = classifier_schema(self._names)
-        self.counts: Counter[str] = Counter()  # decisions by reason, and fallbacks by cause
 
     @property
     def agent_names(self) -> tuple[str, ...]:
@@ -193,9 +194,7 @@ class Router:
 
     async def route(self, request: RouteRequest) -> RouteDecision:
         decision = self.rules(request) or await self.classify(request)
-        self.counts[decision.reason] += 1
-        if decision.fallback_cause:
-            self.counts[f"fallback:{decision.fallback_cause}"] += 1
+        count_route(decision)
         return decision
 
     # --- explicit rules ----------------------------------------------------------------------
@@ -287,17 +286,21 @@ class Router:
         started = self._monotonic()
         try:
             async with asyncio.timeout(timeout):
-                reply = await self._classifier.chat(
-                    messages,
-                    max_tokens=_CLASSIFIER_MAX_TOKENS,
-                    temperature=0.0,  # the most likely name: the same message routes the same way
-                    response_schema=self._schema,
-                    timeout_s=timeout,
+                reply = await metered(
+                    getattr(self._classifier, "name", None) or "unknown",
+                    self._classifier.chat(
+                        messages,
+                        max_tokens=_CLASSIFIER_MAX_TOKENS,
+                        temperature=0.0,  # the likeliest name: a message routes the same way
+                        response_schema=self._schema,
+                        timeout_s=timeout,
+                    ),
                 )
         except (TimeoutError, LLMTimeout):
             return self._fallback("timeout", f"no answer within {timeout} s")
         except Exception as exc:  # any engine failure: routing must still decide
-            log.warning("router: classifier failed for chat %s: %r", request.chat, exc)
+            ids = log_ids(chat=request.chat)
+            log.warning("router: classifier failed: %r", exc, extra=ids)
             return self._fallback("error", f"{type(exc).__name__}: {exc}")
         latency_ms = (self._monotonic() - started) * 1000.0
         agent, form = parse_structured_answer(reply.content, self._names)
@@ -331,4 +334,13 @@ def _classifier_prompt(agents: Sequence[AgentSpec]) -> str:
         "Pick the agent that should answer the customer's WhatsApp message.\n"
         f"Agents:\n{lines}\n"
         'Reply with JSON: {"agent": "<name>"}'
+    )
+
+
+def count_route(decision: RouteDecision) -> None:
+    """`whatsray_routes_total`: every decision, wherever it was made."""
+    metrics.routes.inc(
+        agent=decision.agent or "none",
+        reason=decision.reason,
+        fallback_cause=decision.fallback_cause or "",
     )

@@ -26,10 +26,13 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
+from whatsray import metrics
 from whatsray.agents.config import AgentSpec
 from whatsray.llm import ChatEngine, ChatMessage, ChatReply, LLMError, LLMTimeout, ToolSpec, Usage
 from whatsray.llm import ToolCall as ModelToolCall
+from whatsray.llm.metering import metered
 from whatsray.session.turns import CANCELLED, ToolCall, ToolCallJournal, ToolCallStatus
 from whatsray.tools import (
     Tool,
@@ -227,33 +230,26 @@ class ToolLoop:
     ) -> ChatReply:
         spec, result = self.spec, self.result
         result.engine_calls += 1
+        options: dict[str, Any] = {"tools": specs or None}
+        if specs and not offer:  # an agent with tools, asked for its closing reply
+            options = {"tools": None, "tool_choice": "none"}
+        elif required:  # `first_tool_choice: required`: the reply must call a tool
+            options = {"tools": specs, "tool_choice": "required"}
+        # Without tool_choice in `options`, engines (and fakes) that predate it still work.
+        name = getattr(self.engine, "name", None) or "unknown"
+        started = time.perf_counter()
         async with asyncio.timeout(limit_s):
-            if specs and not offer:  # an agent with tools, asked for its closing reply
-                reply = await self.engine.chat(
+            reply = await metered(
+                name,
+                self.engine.chat(
                     messages,
                     max_tokens=spec.max_tokens,
                     temperature=spec.temperature,
-                    tools=None,
-                    tool_choice="none",
                     timeout_s=limit_s,
-                )
-            elif required:  # `first_tool_choice: required`: the reply must call a tool
-                reply = await self.engine.chat(
-                    messages,
-                    max_tokens=spec.max_tokens,
-                    temperature=spec.temperature,
-                    tools=specs,
-                    tool_choice="required",
-                    timeout_s=limit_s,
-                )
-            else:  # no tool_choice: engines (and fakes) that predate it still work
-                reply = await self.engine.chat(
-                    messages,
-                    max_tokens=spec.max_tokens,
-                    temperature=spec.temperature,
-                    tools=specs or None,
-                    timeout_s=limit_s,
-                )
+                    **options,
+                ),
+            )
+        metrics.turn_stage_seconds.observe(time.perf_counter() - started, stage="llm")
         result.prompt_tokens += reply.usage.prompt_tokens
         result.completion_tokens += reply.usage.completion_tokens
         result.engine = reply.engine or getattr(self.engine, "name", None)
@@ -294,6 +290,7 @@ class ToolLoop:
         if left <= 0:
             outcome = ToolOutcome(error_result("not run: the turn's time is up"), ok=False)
         else:
+            started = time.perf_counter()
             outcome = await run_tool_call(
                 self.registry,
                 self.spec.tools,
@@ -302,6 +299,7 @@ class ToolLoop:
                 self.context.for_call(index, step),
                 timeout_s=min(self.spec.tool_timeout_s, left),
             )
+            metrics.turn_stage_seconds.observe(time.perf_counter() - started, stage="tools")
         self.journal.finished(call.id, outcome.result, error=not outcome.ok)
         status = ToolCallStatus.OK if outcome.ok else ToolCallStatus.ERROR
         self.result.tool_calls.append(

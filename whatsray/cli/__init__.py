@@ -14,7 +14,10 @@ from whatsray.cli.local import add_local_commands
 from whatsray.cli.mcp import add_mcp_commands
 from whatsray.cli.model import add_model_commands
 from whatsray.cli.settings import add_settings_commands
+from whatsray.cli.status import add_status_commands
 from whatsray.cli.webhook import add_webhook_commands
+from whatsray.observability.logs import LogSetup, configure_logging
+from whatsray.settings import SettingsError, load_settings
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,16 +32,25 @@ def build_parser() -> argparse.ArgumentParser:
     add_settings_commands(subparsers)
     add_model_commands(subparsers)
     add_mcp_commands(subparsers)
+    add_status_commands(subparsers)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request drowns the console
+    _configure_logging(logging.DEBUG if args.verbose else logging.INFO)
     exit_code: int = args.func(args)
     return exit_code
+
+
+def _configure_logging(level: int) -> None:
+    """Logs as the settings say (docs/logging.md). Settings that do not load are the command's
+    to report: text until then. A program that set logging up already (pytest, a caller of
+    `main`) keeps its own, as `logging.basicConfig` would."""
+    if logging.getLogger().handlers:
+        return
+    try:
+        setup = LogSetup.from_settings(load_settings(), level=level)
+    except SettingsError:
+        setup = LogSetup(level=level)
+    configure_logging(setup, stream=sys.stderr)

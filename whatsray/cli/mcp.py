@@ -17,7 +17,8 @@ import contextlib
 import sys
 from typing import Any
 
-from whatsray.settings import LocalSecrets, Settings, SettingsError, load_settings
+from whatsray.cli.connection import admin_api
+from whatsray.settings import SettingsError
 
 EXIT_OK = 0
 EXIT_CONFIG = 2
@@ -72,28 +73,13 @@ def _connection_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _token(args: argparse.Namespace, settings: Settings) -> str:
-    if args.token:
-        return str(args.token)
-    if settings.admin_token is not None:
-        return settings.admin_token.get_secret_value()
-    local = LocalSecrets(settings.data_dir)
-    if settings.mode == "local" and local.path.exists():  # what `whatsray local` generated
-        return local.load_or_create()["admin_token"]
-    raise SettingsError(
-        "no admin token: set WHATSRAY_ADMIN_TOKEN or pass --token (local mode keeps it in"
-        f" {local.path} once `whatsray local` has run)"
-    )
-
-
 def _api(args: argparse.Namespace) -> tuple[Any, str]:
     """The API client and its token, from the flags and the settings; `SettingsError`/
     `ValueError` name what is missing or wrong."""
     from whatsray.mcp import WhatsrayApi  # the MCP SDK loads only for these commands
 
-    settings = load_settings()
-    token = _token(args, settings)
-    return WhatsrayApi(args.api_url or settings.mcp_api_url, token), token
+    url, token = admin_api(args.api_url, args.token)
+    return WhatsrayApi(url, token), token
 
 
 def _run_stdio(args: argparse.Namespace) -> int:

@@ -16,6 +16,7 @@ from whatsray.inbox.values import (
     InboxError,
     InboxLayoutMismatch,
     InboxUnavailable,
+    PartitionBacklog,
 )
 
 __all__ = [
@@ -32,6 +33,7 @@ __all__ = [
     "InboxError",
     "InboxLayoutMismatch",
     "InboxUnavailable",
+    "PartitionBacklog",
     "partition_for",
     "partition_of_event",
 ]

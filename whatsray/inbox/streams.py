@@ -41,6 +41,7 @@ from whatsray.inbox.values import (
     InboxError,
     InboxLayoutMismatch,
     InboxUnavailable,
+    PartitionBacklog,
 )
 from whatsray.whatsapp.events import Event
 
@@ -351,6 +352,29 @@ class Inbox:
             if (name.decode() if isinstance(name, bytes) else name) == self.group:
                 return int(group["pending"]) + int(group.get("lag") or 0)
         return await self.length(partition)  # no group yet: nothing was read
+
+    async def backlog(self, partition: int, now_ms: int | None = None) -> PartitionBacklog:
+        """The partition's lag, pending entries and the age of the oldest pending one: three
+        cheap Redis calls (XINFO GROUPS, XPENDING, and the time), for metrics and `status`."""
+        key = self.stream_key(partition)
+        with _translated_errors("backlog"):
+            try:
+                groups = await self._redis.xinfo_groups(key)
+                summary = await self._redis.xpending(key, self.group)
+            except ResponseError as exc:
+                if str(exc).startswith(("ERR no such key", "NOGROUP")):
+                    return PartitionBacklog(partition, await self.length(partition), 0, 0.0)
+                raise
+            if now_ms is None:
+                seconds, micros = await self._redis.time()
+                now_ms = seconds * 1000 + micros // 1000
+        ours = [g for g in groups if text_of(g["name"]) == self.group]
+        lag = int(ours[0].get("lag") or 0) if ours else 0
+        pending = int(summary["pending"])
+        oldest = summary.get("min") if pending else None
+        # A stream entry id starts with the milliseconds it was appended at.
+        oldest_s = max(0.0, (now_ms - int(text_of(oldest).split("-")[0])) / 1000) if oldest else 0.0
+        return PartitionBacklog(partition, lag, pending, oldest_s)
 
     async def length(self, partition: int) -> int:
         """Entries in the partition's stream, acked or not (until `maxlen` trims them)."""

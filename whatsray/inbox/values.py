@@ -67,6 +67,16 @@ class AppendResult:
 
 
 @dataclass(frozen=True, slots=True)
+class PartitionBacklog:
+    """How far behind one partition's SessionHost is (`Inbox.backlog`)."""
+
+    partition: int
+    lag: int  # entries not yet read by the group
+    pending: int  # read and not acked yet
+    oldest_pending_s: float  # age of the oldest of those (0 when none)
+
+
+@dataclass(frozen=True, slots=True)
 class InboxEntry:
     """One stream entry, read through the consumer group.
 

@@ -85,6 +85,7 @@ class ChatReply(_Value):
     model: str = ""
     engine: str = ""
     latency_ms: float = 0.0
+    first_token_ms: float | None = None  # when known: engines that stream internally
 
 
 @runtime_checkable

@@ -200,11 +200,14 @@ class VLLMEngine:
             seed,
         )
         text, finish, usage = "", None, Usage()
+        first_token: float | None = None
         try:
             async with asyncio.timeout(timeout_s):
                 chunks = self._generate(request, delta=False)
                 async with contextlib.aclosing(chunks):
                     async for chunk in chunks:
+                        if first_token is None and chunk.text:
+                            first_token = (self._clock() - started) * 1000.0
                         text, finish, usage = chunk.text, chunk.finish_reason, chunk.usage or usage
         except TimeoutError:
             raise LLMTimeout(f"no answer within {timeout_s} s", engine=self.name) from None
@@ -226,6 +229,7 @@ class VLLMEngine:
             model=self.served_model_name,
             engine=self.name,
             latency_ms=(self._clock() - started) * 1000.0,
+            first_token_ms=first_token,
         )
 
     async def stream(

@@ -23,7 +23,6 @@ from whatsray.outbox.outbox import (
 )
 from whatsray.outbox.rate_limits import PairRateLimiter, SendRateLimiter, TokenBucket
 from whatsray.outbox.retry import RetryPolicy, is_ambiguous
-from whatsray.outbox.stats import OutboxStats
 from whatsray.outbox.status import merge_status
 from whatsray.outbox.templates import (
     PURPOSES,
@@ -54,7 +53,6 @@ __all__ = [
     "OutboundStatus",
     "Outbox",
     "OutboxClosedError",
-    "OutboxStats",
     "PairRateLimiter",
     "RetryPolicy",
     "SendRateLimiter",

@@ -46,6 +46,8 @@ class OutboundItem:
     `purpose` says what the message is for (`reminder`, `greeting`, `handoff_notice`...; None: a
     reply): outside the 24-hour window the outbox sends that purpose's template instead
     (`whatsray.outbox.templates`).
+    `in_reply_to`: the inbound message ids the message answers (a turn's inputs), for the
+    outbox's log lines only: not stored, not compared.
     """
 
     outbound_id: str
@@ -57,6 +59,7 @@ class OutboundItem:
     part: int = 0
     created_at: float = 0.0
     purpose: str | None = None
+    in_reply_to: tuple[str, ...] = field(default=(), compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +79,7 @@ class OutboundRecord:
     attempts: int = 0  # send attempts started (counted *before* each request goes out)
     last_error: str | None = None
     purpose: str | None = None
+    in_reply_to: tuple[str, ...] = field(default=(), compare=False)  # the item's; not stored
 
     @classmethod
     def from_item(cls, item: OutboundItem) -> OutboundRecord:
@@ -89,6 +93,7 @@ class OutboundRecord:
             part=item.part,
             created_at=item.created_at,
             purpose=item.purpose,
+            in_reply_to=item.in_reply_to,
         )
 
     def to_item(self) -> OutboundItem:
@@ -102,6 +107,7 @@ class OutboundRecord:
             part=self.part,
             created_at=self.created_at,
             purpose=self.purpose,
+            in_reply_to=self.in_reply_to,
         )
 
 

@@ -9,6 +9,7 @@ oldest first once there are more than `max_records`.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import replace
 
 from whatsray.outbox.ledger import OutboundItem, OutboundRecord
@@ -26,6 +27,8 @@ class OutboxMemory:
         # Loaded from the ledger while pending: it may have been attempted before this outbox
         # started (the ledger does not count attempts before sending: docs/outbox.md).
         self.unsure: set[str] = set()
+        # Pending records' creation times, kept on every change: the queue depth without a scan.
+        self._pending: dict[str, float] = {}
         self._windows: dict[str, float] = {}
         self._max_records = max_records
         self._max_windows = max_windows
@@ -58,6 +61,10 @@ class OutboxMemory:
 
     def put(self, record: OutboundRecord) -> OutboundRecord:
         self._records[record.outbound_id] = record
+        if record.status == "pending":
+            self._pending[record.outbound_id] = record.created_at
+        else:
+            self._pending.pop(record.outbound_id, None)
         if record.wamid is not None:
             self._by_wamid[record.wamid] = record.outbound_id
         if len(self._records) > self._max_records:
@@ -81,6 +88,10 @@ class OutboxMemory:
             self.unsure.discard(outbound_id)
         error = reason if reason is not None else record.last_error
         return self.put(replace(record, status=merged, last_error=error))
+
+    def pending(self) -> Mapping[str, float]:
+        """The records known here that are not yet accepted by Meta: id -> creation time."""
+        return self._pending
 
     # -- the 24-hour windows ---------------------------------------------------------------------
 

@@ -29,7 +29,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mappi
 from dataclasses import replace
 from typing import Any, TypeVar
 
+from whatsray import metrics
 from whatsray.batching import Batcher
+from whatsray.observability.logs import IdValue, log_ids
 from whatsray.outbox.ledger import (
     OutboundItem,
     OutboundLedger,
@@ -40,7 +42,7 @@ from whatsray.outbox.ledger import (
 from whatsray.outbox.memory import OutboxMemory
 from whatsray.outbox.rate_limits import SendRateLimiter
 from whatsray.outbox.retry import RetryPolicy, is_ambiguous
-from whatsray.outbox.stats import OutboxStats
+from whatsray.outbox.snapshot import OutboxStatus
 from whatsray.outbox.statuses import OUTSIDE_WINDOW, RE_ENGAGEMENT_CODE, StatusWebhooks
 from whatsray.outbox.templates import EMPTY_TEMPLATES, TemplatesConfig, TemplateSpec, free_text
 from whatsray.outbox.window import WindowLookup, is_template_body, window_open
@@ -85,6 +87,16 @@ _PHONE_NOISE = re.compile(r"[^\d]")
 def recipient_key(to: str) -> str:
     """One key per user whatever the phone format ("+1 555-..." and "1555..." are the same)."""
     return to if is_bsuid(to) else _PHONE_NOISE.sub("", to) or to
+
+
+def _record_ids(record: OutboundRecord) -> dict[str, IdValue]:
+    """`wamid`: the inbound messages it answers (the reply's own id is in the message)."""
+    return log_ids(
+        outbound_id=record.outbound_id,
+        turn_id=record.turn_id,
+        chat=record.chat,
+        wamid=record.in_reply_to,
+    )
 
 
 def _describe(exc: BaseException) -> str:
@@ -141,7 +153,6 @@ class Outbox(StatusWebhooks):
             now=now,
             sleep=sleep,
         )
-        self.stats = OutboxStats(rate_limit=self._limiter.stats)
         self.memory = OutboxMemory()
         # At most this many Graph requests at once (sends and read receipts): beyond that an
         # HTTP pool only queues them, and httpcore's pool does so at a cost that grows with
@@ -152,7 +163,8 @@ class Outbox(StatusWebhooks):
             self._write_behind, name=f"outbox-{phone_number_id}-writes", linger_s=write_linger_s
         )
         self._lanes: dict[str, _Lane] = {}
-        self._delivering: set[str] = set()  # outbound ids some task is sending
+        # Outbound ids some task is sending, with when they were recorded (for `status`).
+        self._delivering: dict[str, float] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._dead_lettering: set[str] = set()
         self._closed = False
@@ -177,6 +189,46 @@ class Outbox(StatusWebhooks):
     def in_flight(self) -> int:
         """Sends and writes still running in the background: 0 when this outbox is quiet."""
         return len(self._tasks) + self._behind.busy
+
+    def status(self) -> OutboxStatus:
+        """Its queue and rate limits now (`GET /api/status`): from memory, no store call."""
+        now = self._now()
+        # Pending in memory, and being sent but not read back yet (a dispatch loads its
+        # records first): each is recorded and not yet accepted by Meta.
+        queued = dict(self.memory.pending())
+        for outbound_id, created_at in self._delivering.items():
+            known = self.memory.get(outbound_id)
+            if known is None or known.status == "pending":
+                queued[outbound_id] = created_at
+        oldest = min(queued.values(), default=None)
+        limiter = self._limiter
+        return OutboxStatus(
+            phone_number_id=self.phone_number_id,
+            queue_depth=len(queued),
+            oldest_pending_s=None if oldest is None else max(0.0, now - oldest),
+            throughput_mps=limiter.throughput.refill_per_s,
+            tokens_available=max(0.0, limiter.throughput.tokens(now)),
+            pair_buckets=len(limiter.pairs),
+            waiting_sends=limiter.waiting,
+        )
+
+    def _count(self, event: str, n: int = 1) -> None:
+        metrics.outbox_events.inc(n, phone_number_id=self.phone_number_id, event=event)
+
+    def _count_send(self, result: str, error_code: int | None) -> None:
+        metrics.outbox_sends.inc(
+            phone_number_id=self.phone_number_id,
+            result=result,
+            error_code=metrics.send_error_code(error_code),
+        )
+
+    def report_metrics(self) -> None:
+        """Set this number's queue gauges (from memory, like `status`)."""
+        status = self.status()
+        number = self.phone_number_id
+        metrics.outbox_queue_depth.set(status.queue_depth, phone_number_id=number)
+        oldest = status.oldest_pending_s or 0.0
+        metrics.outbox_oldest_pending_seconds.set(oldest, phone_number_id=number)
 
     async def wait_idle(self) -> None:
         """Until every send started in the background (dispatch, resume, a template sent after
@@ -204,7 +256,7 @@ class Outbox(StatusWebhooks):
         self._check_number(items)
         for item in items:  # record before send: from here on a resubmit cannot double-send
             if await self._ledger.record_outbound(item):
-                self.stats.submitted += 1
+                self._count("submitted")
                 self.memory.add_fresh(item)
         records = await self._send_recorded(items)
         await self._behind.close()  # the caller reads the ledger next: the wamids are in it
@@ -213,11 +265,12 @@ class Outbox(StatusWebhooks):
     async def _send_recorded(self, items: Sequence[OutboundItem]) -> list[OutboundRecord]:
         """Send items already in the ledger: one lane per recipient, parts in order."""
         ids = [item.outbound_id for item in items]
-        self._delivering.update(ids)  # a sweep leaves these alone
+        self._delivering.update((i.outbound_id, i.created_at) for i in items)  # sweeps skip them
         try:
             return await self._send_in_lanes(items)
         finally:
-            self._delivering.difference_update(ids)
+            for outbound_id in ids:
+                self._delivering.pop(outbound_id, None)
 
     async def _send_in_lanes(self, items: Sequence[OutboundItem]) -> list[OutboundRecord]:
         lanes: dict[str, list[int]] = {}
@@ -253,9 +306,12 @@ class Outbox(StatusWebhooks):
         self._check_number(items)
         for chat, last_inbound_at in (windows or {}).items():
             self.memory.note_window(chat, last_inbound_at)
-        for item, new in zip(items, fresh or [False] * len(items), strict=True):
-            if new:
-                self.memory.add_fresh(item)
+        newly = [
+            item for item, new in zip(items, fresh or [False] * len(items), strict=True) if new
+        ]
+        for item in newly:
+            self.memory.add_fresh(item)
+        self._count("submitted", len(newly))
         self._spawn(self._send_logged(items))
 
     async def resume_pending(self, limit: int = 10_000) -> int:
@@ -304,7 +360,12 @@ class Outbox(StatusWebhooks):
                 async with self._requests:
                     await self._graph.mark_as_read(message_id, typing_indicator=typing_indicator)
             except Exception as exc:  # a missing read receipt never costs the user the answer
-                log.warning("mark-as-read of %s failed: %s", message_id, _describe(exc))
+                log.warning(
+                    "mark-as-read of %s failed: %s",
+                    message_id,
+                    _describe(exc),
+                    extra=log_ids(wamid=message_id),
+                )
 
         await asyncio.gather(*(one(message_id) for message_id in message_ids))
 
@@ -345,7 +406,7 @@ class Outbox(StatusWebhooks):
             purpose=REPLAY_PURPOSE,  # outside the window: the replay template, else the default
         )
         if await self._ledger.record_outbound(item):
-            self.stats.replays += 1
+            self._count("replay")
             self.memory.add_fresh(item)
         [record] = await self._spawn(self._run_lane(recipient_key(item.to), [item.outbound_id]))
         await self._behind.close()
@@ -390,17 +451,21 @@ class Outbox(StatusWebhooks):
             if fallback is not None:
                 return await self._deliver(fallback.outbound_id)
         if record.status != "pending":
-            self.stats.already_done += 1
+            self._count("already_done")
             return record
         if record.attempts > 0 or outbound_id in self.memory.unsure:
             # A previous attempt may have reached Meta (crash or cancel between the request
             # and mark_sent): give its status webhook a chance to tell us before resending.
             record = await self._wait_for_status(outbound_id, self._grace_s)
             if record.status != "pending":
-                self.stats.already_done += 1
+                self._count("already_done")
                 return record
-            self.stats.ambiguous_resends += 1
-            log.warning("resending %s: attempted before, no status seen", outbound_id)
+            self._count("ambiguous_resend")
+            log.warning(
+                "resending %s: attempted before, no status seen",
+                outbound_id,
+                extra=self._log_ids(outbound_id),
+            )
         item = record.to_item()
         body = {**item.body, "biz_opaque_callback_data": item.outbound_id}
         if not is_template_body(body) and not await self._window_is_open(item):
@@ -425,19 +490,26 @@ class Outbox(StatusWebhooks):
                 async with self._requests:
                     result = await self._graph.send(message)
             except WhatsAppError as exc:
+                retrying = exc.is_transient and self._retry.should_retry(attempts)
+                self._count_send("retried" if retrying else "failed", exc.code)
                 if exc.code == RE_ENGAGEMENT_CODE or isinstance(exc, ReEngagementError):
                     record = await self._get(outbound_id)
                     return await self._outside_window(record, exc.code, str(exc))
                 if not exc.is_transient:
                     reason = f"permanent_error:{type(exc).__name__}"
                     return await self._dead_letter(outbound_id, reason, exc.code, str(exc))
-                if not self._retry.should_retry(attempts):
+                if not retrying:
                     reason = f"retries_exhausted:{type(exc).__name__}"
                     return await self._dead_letter(outbound_id, reason, exc.code, str(exc))
                 delay = self._retry.delay(attempts, exc.retry_after, self._rng)
                 last_error = _describe(exc)
-                self.stats.retried += 1
-                log.info("retrying %s in %.1fs after %s", outbound_id, delay, last_error)
+                log.info(
+                    "retrying %s in %.1fs after %s",
+                    outbound_id,
+                    delay,
+                    last_error,
+                    extra=self._log_ids(outbound_id),
+                )
                 if is_ambiguous(exc):
                     # It may have been sent: wait at least the grace for its status webhook.
                     record = await self._wait_for_status(outbound_id, max(delay, self._grace_s))
@@ -448,7 +520,7 @@ class Outbox(StatusWebhooks):
                     return record  # a status webhook showed the earlier attempt got through
                 continue
             record = self._sent(outbound_id, result.wamid)
-            self.stats.sent += 1
+            self._count_send("sent", None)
             return record
 
     async def _wait_for_status(self, outbound_id: str, seconds: float) -> OutboundRecord:
@@ -471,7 +543,7 @@ class Outbox(StatusWebhooks):
         spec = self._template_for(record) if record is not None else None
         if record is None or spec is None or self._closed:
             return None
-        item = await self._record_template(record, spec, error_code)
+        item = await self._record_template(record, spec, error_code, "late_131047")
         self._spawn(self._send_logged([item]))
         return item
 
@@ -483,7 +555,8 @@ class Outbox(StatusWebhooks):
         try:
             last_inbound = await self._window_lookup(item.chat)
         except Exception:
-            log.exception("window lookup failed for %s; letting Meta decide", item.chat)
+            ids = log_ids(outbound_id=item.outbound_id, turn_id=item.turn_id, chat=item.chat)
+            log.exception("window lookup failed; letting Meta decide", extra=ids)
             return True
         self.memory.note_window(item.chat, last_inbound)
         return window_open(last_inbound, self._now())
@@ -501,11 +574,11 @@ class Outbox(StatusWebhooks):
         spec = self._template_for(record)
         if spec is None:
             return await self._dead_letter(record.outbound_id, OUTSIDE_WINDOW, error_code, details)
-        fallback = await self._record_template(record, spec, error_code)
+        fallback = await self._record_template(record, spec, error_code, "window_closed")
         return await self._deliver(fallback.outbound_id)
 
     async def _record_template(
-        self, record: OutboundRecord, spec: TemplateSpec, error_code: int | None
+        self, record: OutboundRecord, spec: TemplateSpec, error_code: int | None, reason: str
     ) -> OutboundItem:
         """Record the template that replaces `record` (once: its id is derived), then close the
         original as `failed` with where it went. In this order, a crash in between leaves the
@@ -520,19 +593,21 @@ class Outbox(StatusWebhooks):
             part=record.part,
             created_at=self._now(),
             purpose=record.purpose,
+            in_reply_to=record.in_reply_to,
         )
         if await self._ledger.record_outbound(item):
             self.memory.add_fresh(item)
-            self.stats.template_fallbacks += 1
+            metrics.template_fallbacks.inc(purpose=record.purpose or "reply", reason=reason)
             log.info(
                 "%s is outside the 24 h window: sending template %r as %s",
                 record.outbound_id,
                 spec.name,
                 item.outbound_id,
+                extra=_record_ids(record),
             )
-        reason = f"{OUTSIDE_WINDOW}: sent as template {spec.name} ({item.outbound_id})"
-        await self._ledger.mark_failed(record.outbound_id, reason, error_code)
-        self._merge_known(record.outbound_id, "failed", reason)
+        closed = f"{OUTSIDE_WINDOW}: sent as template {spec.name} ({item.outbound_id})"
+        await self._ledger.mark_failed(record.outbound_id, closed, error_code)
+        self._merge_known(record.outbound_id, "failed", closed)
         return item
 
     async def _dead_letter(
@@ -545,8 +620,15 @@ class Outbox(StatusWebhooks):
         )
         await self._ledger.mark_failed(outbound_id, reason, error_code)
         self._merge_known(outbound_id, "dead", reason)
-        self.stats.dead_lettered += 1
-        log.warning("dead letter %s for %s: %s (%s)", dead_letter_id, outbound_id, reason, details)
+        metrics.dead_letters.inc(reason=reason.split(":", 1)[0])
+        log.warning(
+            "dead letter %s for %s: %s (%s)",
+            dead_letter_id,
+            outbound_id,
+            reason,
+            details,
+            extra=self._log_ids(outbound_id),
+        )
         return await self._get(outbound_id)
 
     async def _get(self, outbound_id: str) -> OutboundRecord:
@@ -567,7 +649,15 @@ class Outbox(StatusWebhooks):
         """Meta accepted it: in memory now, in the ledger behind (`in_flight` counts it)."""
         record = self.memory.sent(outbound_id, wamid)
         self._behind.enqueue(SendResult(outbound_id, wamid, record.attempts))
+        if log.isEnabledFor(logging.INFO):  # the hot path: no ids to build for nothing
+            ids = _record_ids(record)
+            log.info("accepted by Meta as %s (attempt %d)", wamid, record.attempts, extra=ids)
         return record
+
+    def _log_ids(self, outbound_id: str) -> dict[str, IdValue]:
+        """An outbound message's ids for a log line, from memory (no store call)."""
+        record = self.memory.get(outbound_id)
+        return log_ids(outbound_id=outbound_id) if record is None else _record_ids(record)
 
     def _merge_known(self, outbound_id: str, status: str, reason: str | None = None) -> None:
         if self.memory.get(outbound_id) is not None:

@@ -15,9 +15,10 @@ throughput token while it waits).
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 
-__all__ = ["PairRateLimiter", "RateLimitStats", "SendRateLimiter", "TokenBucket"]
+from whatsray import metrics
+
+__all__ = ["PairRateLimiter", "SendRateLimiter", "TokenBucket"]
 
 # Waits are padded by this much so that our bucket and Meta's, computing the same instant with
 # different float rounding, never disagree on whether the token exists yet.
@@ -85,13 +86,6 @@ class PairRateLimiter:
         self._buckets = {k: b for k, b in self._buckets.items() if not b.is_full(now)}
 
 
-@dataclass
-class RateLimitStats:
-    throughput_waits: int = 0
-    pair_waits: int = 0
-    waited_s: float = 0.0
-
-
 class SendRateLimiter:
     """Both limits for one business number: `await acquire(recipient)` before every send."""
 
@@ -108,20 +102,25 @@ class SendRateLimiter:
         self._sleep = sleep
         self.throughput = TokenBucket(throughput_mps, throughput_mps, now())
         self.pairs = PairRateLimiter(pair_burst, pair_refill_s)
-        self.stats = RateLimitStats()
+        self.waiting = 0  # sends asleep in `acquire` right now, for either limit
 
     async def acquire(self, recipient: str) -> float:
         """Wait until both a pair token and a throughput token are ours; returns the time waited."""
         waited = 0.0
         pair_wait = self.pairs.reserve(recipient, self._now())
         if pair_wait > 0:
-            self.stats.pair_waits += 1
             waited += pair_wait
-            await self._sleep(pair_wait)
+            await self._wait(pair_wait, "pair")
         throughput_wait = self.throughput.reserve(self._now())
         if throughput_wait > 0:
-            self.stats.throughput_waits += 1
             waited += throughput_wait
-            await self._sleep(throughput_wait)
-        self.stats.waited_s += waited
+            await self._wait(throughput_wait, "throughput")
         return waited
+
+    async def _wait(self, seconds: float, limiter: str) -> None:
+        metrics.rate_limit_wait_seconds.observe(seconds, limiter=limiter)
+        self.waiting += 1
+        try:
+            await self._sleep(seconds)
+        finally:
+            self.waiting -= 1

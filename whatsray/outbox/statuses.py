@@ -14,6 +14,7 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
+from whatsray import metrics
 from whatsray.outbox.ledger import OutboundItem, OutboundLedger, OutboundRecord, StatusWrite
 from whatsray.whatsapp.events import StatusEvent
 
@@ -21,7 +22,6 @@ if TYPE_CHECKING:
     from whatsray.batching import Batcher
     from whatsray.outbox.ledger import SendResult
     from whatsray.outbox.memory import OutboxMemory
-    from whatsray.outbox.stats import OutboxStats
 
 __all__ = ["OUTSIDE_WINDOW", "RE_ENGAGEMENT_CODE", "StatusWebhooks"]
 
@@ -34,11 +34,12 @@ RE_ENGAGEMENT_CODE = 131047
 class StatusWebhooks:
     if TYPE_CHECKING:
         memory: OutboxMemory
-        stats: OutboxStats
         _ledger: OutboundLedger
         _behind: Batcher[SendResult | StatusWrite, None]
         _dead_lettering: set[str]
         _now: Callable[[], float]
+
+        def _count(self, event: str, n: int = 1) -> None: ...
 
         async def _find(self, outbound_id: str) -> OutboundRecord | None: ...
 
@@ -95,7 +96,7 @@ class StatusWebhooks:
                 record = self._sent(outbound_id, wamid)
             elif known is not None:
                 # Our id under a second wamid: the ambiguous window did produce a duplicate.
-                self.stats.duplicate_sends_seen += 1
+                self._count("duplicate_send_seen")
                 log.error("outbound %s was sent twice: %s and %s", outbound_id, known.wamid, wamid)
         if record is None:
             # Not a message this outbox knows: the ledger keeps it for a wamid it learns later.
@@ -103,10 +104,9 @@ class StatusWebhooks:
         else:
             merged = self.memory.merge(record.outbound_id, status).status
             writes.append(StatusWrite(wamid, status, at, error_code))
+        metrics.statuses.inc(status=status)
         if merged is None:
-            self.stats.statuses_unknown += 1
-        else:
-            self.stats.statuses_applied += 1
+            self._count("status_unknown")
         return merged
 
     async def _on_failed_status(self, event: StatusEvent) -> str | None:

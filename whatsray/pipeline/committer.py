@@ -18,11 +18,13 @@ followed by the final attempt's: every call has a result, so the history stays v
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from whatsray.batching import Batcher
+from whatsray.observability.logs import log_ids
 from whatsray.outbox.ledger import OutboundItem
 from whatsray.pipeline.ports import OutboxPort, StorePort
 from whatsray.session.scheduled import is_scheduled, opens_window
@@ -50,6 +52,8 @@ __all__ = [
     "tool_call_records",
 ]
 
+log = logging.getLogger(__name__)
+
 
 def outbound_id(turn_id: str, part: int) -> str:
     return f"{turn_id}:{part}"
@@ -68,6 +72,7 @@ def outbound_items(
     parts: Sequence[ReplyPart],
     created_at: float,
     purpose: str | None = None,
+    in_reply_to: tuple[str, ...] = (),
 ) -> tuple[OutboundItem, ...]:
     to = recipient(chat)
     return tuple(
@@ -81,6 +86,7 @@ def outbound_items(
             part=index,
             created_at=created_at,
             purpose=purpose,
+            in_reply_to=in_reply_to,
         )
         for index, part in enumerate(parts)
     )
@@ -104,6 +110,15 @@ def tool_call_records(turn_id: str, calls: Sequence[ToolCall]) -> tuple[ToolCall
             )
         )
     return tuple(out)
+
+
+def _log_committed(turn: TurnRecord) -> None:
+    """One line per turn, where it became durable: its inputs, id and chat (docs/logging.md)."""
+    if not log.isEnabledFor(logging.INFO):
+        return  # the hot path: not even the chat's hash
+    ids = log_ids(wamid=turn.input_ids, turn_id=turn.turn_id, chat=turn.chat)
+    parts = len(turn.reply_ids)
+    log.info("turn committed: agent %s, %s, %d part(s)", turn.agent, turn.outcome, parts, extra=ids)
 
 
 def _event_time(event: MessageEvent, default: float) -> float:
@@ -144,7 +159,9 @@ class TurnCommitter:
         # outbox sends the reminder template instead.
         reminder = all(is_scheduled(e) for e in request.inputs)
         purpose = "reminder" if reminder else None
-        items = outbound_items(request.chat, request.turn_id, result.reply_parts, now, purpose)
+        items = outbound_items(
+            request.chat, request.turn_id, result.reply_parts, now, purpose, request.input_ids
+        )
         turn = TurnRecord(
             chat=str(request.chat),
             turn_id=request.turn_id,
@@ -189,6 +206,7 @@ class TurnCommitter:
                 outcome.append(result)
                 continue
             outcome.append(None)
+            _log_committed(commit.turn)
             if not commit.outbound:
                 continue
             group = dispatches.setdefault(commit.outbound[0].phone_number_id, _Dispatch())

@@ -22,6 +22,7 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
 
+from whatsray.observability.logs import log_ids
 from whatsray.outbox.ledger import OutboundItem, OutboundRecord
 from whatsray.pipeline.ports import OutboxPort
 from whatsray.store.records import ChatRecord, Contact, TurnRecord
@@ -145,7 +146,8 @@ class HandoffDesk:
         """Store the flag, then tell the chat's live session to reload it."""
         await self._store.update_chat(chat, handoff=on)
         await self._changed(chat)
-        log.info("chat %s %s", chat, "handed to a person" if on else "released to the bot")
+        what = "handed to a person" if on else "released to the bot"
+        log.info("chat %s", what, extra=log_ids(chat=chat))
 
     async def release_idle(self, owns: Callable[[ChatKey], bool] = lambda _: True) -> list[ChatKey]:
         """Release the chats (of those `owns` accepts) idle for `release_after_s`."""
@@ -260,7 +262,8 @@ class HandoffDesk:
             chat, wamid, type_=type_.value, text=text, raw=echo, at=at
         ):
             await self._changed(chat)
-            log.info("chat %s: the business answered from its app; handed to a person", chat)
+            what = "the business answered from its app; handed to a person"
+            log.info("chat: %s", what, extra=log_ids(chat=chat))
 
     # -- plumbing --------------------------------------------------------------------------------
 

@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import replace
 
 from whatsray.agents.config import AgentsConfig
+from whatsray.observability.logs import log_ids
 from whatsray.pipeline.committer import TurnCommitter, outbound_items
 from whatsray.pipeline.handoff import HandoffDesk
 from whatsray.pipeline.ports import AgentsPort, OutboxPort, RouterPort, StorePort
@@ -131,7 +132,8 @@ def build_session_hooks(
     async def record_messages(
         chat: ChatKey, events: tuple[MessageEvent, ...], reason: RecordReason
     ) -> None:
-        log.info("recording %d message(s) of %s without a turn (%s)", len(events), chat, reason)
+        ids = log_ids(wamid=[e.idempotency_key for e in events], chat=chat)
+        log.info("recording %d message(s) without a turn (%s)", len(events), reason, extra=ids)
         await committer.record_inputs(events)
         # Stored first: a retry of this hook (it is retried until it returns) records nothing
         # new, and the desk's ids are derived from the messages, so nothing is sent twice.

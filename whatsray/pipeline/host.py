@@ -13,8 +13,10 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
 
+from whatsray import metrics
 from whatsray.agents.config import AgentsConfig
 from whatsray.inbox import Inbox, partition_for
+from whatsray.observability.logs import log_ids
 from whatsray.pipeline.committer import TurnCommitter
 from whatsray.pipeline.consumer import PartitionConsumer
 from whatsray.pipeline.handoff import HandoffDesk, HandoffStorePort
@@ -163,6 +165,15 @@ class SessionHostCore:
         else:
             await self.registry.deliver(entry)
 
+    async def report_metrics(self) -> None:
+        """Set this partition's gauges: its inbox backlog and its sessions in memory."""
+        backlog = await self._inbox.backlog(self.partition)
+        partition = self.partition
+        metrics.inbox_lag_entries.set(backlog.lag, partition=partition)
+        metrics.inbox_pending_entries.set(backlog.pending, partition=partition)
+        metrics.inbox_oldest_pending_seconds.set(backlog.oldest_pending_s, partition=partition)
+        metrics.sessions_active.set(self.registry.counts().active, partition=partition)
+
     def stats(self) -> dict[str, Any]:
         consumer = self.consumer
         return {
@@ -210,7 +221,8 @@ class SessionHostCore:
         elif self._invalidate_elsewhere is not None:
             await self._invalidate_elsewhere(chat)
         else:
-            log.warning("chat %s changed, but its session host cannot be told", chat)
+            ids = log_ids(chat=chat)
+            log.warning("chat changed, but its session host cannot be told", extra=ids)
 
     async def _sweep_forever(self) -> None:
         while True:

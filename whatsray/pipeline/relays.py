@@ -16,6 +16,7 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 
 from whatsray.batching import Batcher
+from whatsray.observability.logs import IdValue, log_ids
 from whatsray.pipeline.ports import OutboxPort
 from whatsray.whatsapp.events import StatusEvent
 
@@ -82,18 +83,21 @@ class StatusRelay:
             except KeyError:
                 # A number this app does not send for: nothing to merge it into.
                 log.warning("status %s is for number %s, which no outbox serves: acked",
-                            event.idempotency_key, event.phone_number_id)  # fmt: skip
+                            event.idempotency_key, event.phone_number_id,
+                            extra=_status_ids(event))  # fmt: skip
                 break
             except Exception as exc:
                 log.warning("status %s not applied (%s: %s); retrying in %.1fs",
-                            event.idempotency_key, type(exc).__name__, exc, delay)  # fmt: skip
+                            event.idempotency_key, type(exc).__name__, exc, delay,
+                            extra=_status_ids(event))  # fmt: skip
                 await self._sleep(delay)
                 delay = min(delay * 2, self._retry_max_s)
         self.applied += 1
         try:
             await ack((token,))
         except Exception:  # redelivered later, and merged again: harmless
-            log.warning("ack of status %s failed", event.idempotency_key, exc_info=True)
+            log.warning("ack of status %s failed", event.idempotency_key, exc_info=True,
+                        extra=_status_ids(event))  # fmt: skip
 
 
 class ReadReceipts:
@@ -107,7 +111,8 @@ class ReadReceipts:
         try:
             batcher = self._batcher(phone_number_id)
         except Exception as exc:
-            log.warning("no read receipt for %s: %s", message_id, exc)
+            ids = log_ids(wamid=message_id)
+            log.warning("no read receipt for %s: %s", message_id, exc, extra=ids)
             return
         batcher.enqueue(message_id).add_done_callback(_log_failure)
 
@@ -147,6 +152,13 @@ class AckBatcher:
     async def __call__(self, tokens: tuple[str, ...]) -> None:
         if tokens:
             await self.batcher.submit(tokens)
+
+
+def _status_ids(event: StatusEvent) -> dict[str, IdValue]:
+    """`wamid`: the message the status is about (one the business sent)."""
+    return log_ids(
+        wamid=event.message_id, outbound_id=event.biz_opaque_callback_data, chat=event.chat
+    )
 
 
 def _log_failure(future: asyncio.Future[None]) -> None:

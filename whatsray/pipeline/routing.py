@@ -6,7 +6,7 @@ itself and calls the Router actor only when its classifier (an LLM) must decide
 from __future__ import annotations
 
 from whatsray.agents.config import AgentsConfig
-from whatsray.agents.router import RouteDecision, Router, RouteRequest
+from whatsray.agents.router import RouteDecision, Router, RouteRequest, count_route
 from whatsray.pipeline.ports import RouterPort
 
 __all__ = ["RulesFirstRouter"]
@@ -22,11 +22,6 @@ class RulesFirstRouter:
         self._classifier = classifier if has_choice else None
         self.remote_calls = 0
 
-    @property
-    def counts(self) -> dict[str, int]:
-        """Decisions made here, by reason (the remote ones are counted by the Router actor)."""
-        return dict(self._local.counts)
-
     async def route(self, request: RouteRequest) -> RouteDecision:
         decision = self._local.rules(request)
         if decision is None and self._classifier is not None:
@@ -34,5 +29,5 @@ class RulesFirstRouter:
             return await self._classifier.route(request)
         if decision is None:
             decision = await self._local.classify(request)  # the fallback: no I/O
-        self._local.counts[decision.reason] += 1
+        count_route(decision)  # a remote decision is counted by the Router actor
         return decision

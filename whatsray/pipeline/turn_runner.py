@@ -8,9 +8,11 @@ a person ends `HANDOFF`: the session sets the chat's flag and runs no more turns
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 
+from whatsray import metrics
 from whatsray.agents.agent import AgentOutcome, AgentTurnRequest
 from whatsray.agents.config import AgentsConfig
 from whatsray.agents.router import RouteRequest
@@ -59,6 +61,7 @@ class TurnRunner:
             self._reads.send(request.chat.phone_number_id, newest)
         window = _TurnWindow(self._open_window, request, self._now())
         last_at = request.history[-1].at if request.history else None
+        routing = time.monotonic()
         decision = await self._router.route(
             RouteRequest.from_events(
                 str(request.chat),
@@ -68,6 +71,7 @@ class TurnRunner:
                 idle_s=None if last_at is None else max(0.0, self._now() - last_at),
             )
         )
+        metrics.turn_stage_seconds.observe(time.monotonic() - routing, stage="route")
         if decision.agent is None:  # handoff: a human answers, the bot stays silent
             await window.open()
             return TurnResult(agent=request.agent, outcome=TurnOutcome.HANDOFF)

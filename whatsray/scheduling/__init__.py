@@ -13,7 +13,7 @@ from whatsray.scheduling.config_jobs import (
     load_jobs_file,
     parse_jobs,
 )
-from whatsray.scheduling.core import SchedulerCore, SchedulerStats, new_job_id
+from whatsray.scheduling.core import SchedulerCore, new_job_id
 from whatsray.scheduling.errors import (
     JobConflictError,
     JobValidationError,
@@ -60,7 +60,6 @@ __all__ = [
     "PlannedRun",
     "QuietHours",
     "SchedulerCore",
-    "SchedulerStats",
     "SchedulingError",
     "SystemTasks",
     "TriggerSpec",

@@ -25,7 +25,6 @@ import time
 import uuid
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -33,9 +32,10 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler  # type: ignore[impo
 from apscheduler.triggers.date import DateTrigger  # type: ignore[import-untyped]
 from apscheduler.triggers.interval import IntervalTrigger  # type: ignore[import-untyped]
 
+from whatsray import metrics
 from whatsray.scheduling.config_jobs import CONFIG_JOB_PREFIX, spec_job
 from whatsray.scheduling.errors import JobConflictError, SchedulingError, UnknownJobError
-from whatsray.scheduling.models import Job, JobKind, JobPatch, JobSpec
+from whatsray.scheduling.models import Job, JobKind, JobPatch, JobSpec, NextRun
 from whatsray.scheduling.planner import next_run_at, plan_runs
 from whatsray.scheduling.ports import EventSink, JobStorePort
 from whatsray.scheduling.system import SystemTasks
@@ -45,27 +45,17 @@ from whatsray.session.scheduled import scheduled_event
 from whatsray.store.job_records import JobRunRecord
 from whatsray.whatsapp.events import ChatKey
 
-__all__ = ["SchedulerCore", "SchedulerStats", "new_job_id"]
+__all__ = ["SchedulerCore", "new_job_id"]
 
 log = logging.getLogger(__name__)
 
 SWEEP_JOB_ID = "whatsray:sweep"
+_DUE = "#due@"  # a deferred run's timer is "<job id>#due@<time>"
 _FAN_OUT_BATCH = 200  # greeting inputs appended per inbox call
 
 
 def new_job_id() -> str:
     return f"job_{uuid.uuid4().hex[:16]}"
-
-
-@dataclass
-class SchedulerStats:
-    wakeups: int = 0
-    runs_recorded: int = 0
-    dispatched: int = 0  # reminder runs appended to the inbox (re-dispatches included)
-    system_runs: int = 0
-    skipped: int = 0
-    dispatch_failures: int = 0  # left pending, retried by the next wake-up
-    greetings: int = 0  # inputs of greeting runs appended (one per opted-in chat and run)
 
 
 class SchedulerCore:
@@ -99,7 +89,6 @@ class SchedulerCore:
         self._new_id = new_id
         self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._aps: Any = None
-        self.stats = SchedulerStats()
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -211,9 +200,7 @@ class SchedulerCore:
             if not await self._store.replace_job(job.to_record()):
                 raise UnknownJobError(job_id)
             if not job.enabled or rescheduled:
-                await self._skip_waiting_runs(
-                    job_id, "stopped" if not job.enabled else "rescheduled"
-                )
+                await self._skip_waiting_runs(job, "stopped" if not job.enabled else "rescheduled")
         self._arm(job)
         return await self._view(job)
 
@@ -247,7 +234,6 @@ class SchedulerCore:
     async def reconcile(self, job_id: str) -> None:
         """Make every run the job owes now, each once (see the module's docstring)."""
         async with self._locks[job_id]:
-            self.stats.wakeups += 1
             record = await self._store.get_job(job_id)
             if record is None:
                 return
@@ -280,9 +266,8 @@ class SchedulerCore:
                 )
                 if not await self._store.record_job_run(run):
                     continue  # recorded before: whoever recorded it dispatches it
-                self.stats.runs_recorded += 1
                 if plan.status == "skipped":
-                    self.stats.skipped += 1
+                    metrics.scheduler_runs.inc(kind=_run_kind(job), result="skipped")
                     log.info("job %s: run %s skipped (%s)", job_id, plan.run_id, plan.reason)
                 elif plan.due_at <= now:
                     await self._dispatch(job, run)
@@ -290,33 +275,39 @@ class SchedulerCore:
                     self._wake_at(job_id, plan.due_at)
 
     async def _dispatch(self, job: Job, run: JobRunRecord) -> None:
+        kind = _run_kind(job)
         try:
-            if job.kind == "system" and job.payload.get("task") == GREETING_TASK:
-                await self._fan_out(job, run)
-                return
-            if job.kind == "system":
-                await self._run_system(job, run)
-                return
-            assert job.chat is not None
-            event = scheduled_event(
-                run_id=run.run_id,
-                job_id=job.id,
-                job_name=job.name,
-                chat=ChatKey.parse(job.chat),
-                instruction=str(job.payload["text"]),
-                scheduled_for=run.scheduled_for,
-                due_at=run.due_at,
-            )
-            result = await self._sink.append([event])
-            entry_id = result.outcomes[0].entry_id if result.outcomes else None
-            await self._store.settle_job_run(run.run_id, "dispatched", entry_id=entry_id)
-            self.stats.dispatched += 1
+            if kind == "greeting":
+                result = await self._fan_out(job, run)
+            elif job.kind == "system":
+                result = await self._run_system(job, run)
+            else:
+                result = await self._dispatch_reminder(job, run)
         except Exception:
             # The run stays pending: the next wake-up (at the latest the sweep) dispatches it.
-            self.stats.dispatch_failures += 1
+            result = "failed"
             log.warning("job %s: run %s not dispatched yet", job.id, run.run_id, exc_info=True)
+        metrics.scheduler_runs.inc(kind=kind, result=result)
+        lag = self._now() - run.due_at
+        metrics.scheduler_lag_seconds.observe(lag, kind=kind, result=result)
 
-    async def _fan_out(self, job: Job, run: JobRunRecord) -> None:
+    async def _dispatch_reminder(self, job: Job, run: JobRunRecord) -> str:
+        assert job.chat is not None
+        event = scheduled_event(
+            run_id=run.run_id,
+            job_id=job.id,
+            job_name=job.name,
+            chat=ChatKey.parse(job.chat),
+            instruction=str(job.payload["text"]),
+            scheduled_for=run.scheduled_for,
+            due_at=run.due_at,
+        )
+        result = await self._sink.append([event])
+        entry_id = result.outcomes[0].entry_id if result.outcomes else None
+        await self._store.settle_job_run(run.run_id, "dispatched", entry_id=entry_id)
+        return "dispatched"
+
+    async def _fan_out(self, job: Job, run: JobRunRecord) -> str:
         """A greeting run: one reminder-style input per opted-in chat, each with the key
         `<run id>:<chat>`, so the inbox stores it once per chat and run however often a crash
         makes the run dispatch again. Settled `done` only when every chat's input is in."""
@@ -334,21 +325,19 @@ class SchedulerCore:
             )
             for chat in chats
         ]
-        appended = duplicates = 0
+        duplicates = 0
         for start in range(0, len(events), _FAN_OUT_BATCH):
             result = await self._sink.append(events[start : start + _FAN_OUT_BATCH])
-            for outcome in result.outcomes:
-                duplicates += outcome.duplicate
-                appended += not outcome.duplicate
+            duplicates += len(result.duplicates)
         await self._store.settle_job_run(
             run.run_id, "done", result={"chats": len(chats), "duplicates": duplicates}
         )
-        self.stats.greetings += appended
+        return "done"
 
-    async def _run_system(self, job: Job, run: JobRunRecord) -> None:
+    async def _run_system(self, job: Job, run: JobRunRecord) -> str:
         if self._system is None:
             await self._store.settle_job_run(run.run_id, "failed", reason="no system tasks here")
-            return
+            return "failed"
         try:
             result = await self._system.run(job.payload)
         except Exception as exc:
@@ -356,19 +345,19 @@ class SchedulerCore:
             await self._store.settle_job_run(
                 run.run_id, "failed", reason=f"{type(exc).__name__}: {exc}"
             )
-            return
+            return "failed"
         await self._store.settle_job_run(run.run_id, "done", result=result)
-        self.stats.system_runs += 1
+        return "done"
 
-    async def _skip_waiting_runs(self, job_id: str, reason: str) -> None:
+    async def _skip_waiting_runs(self, job: Job, reason: str) -> None:
         """Runs still waiting for the end of quiet hours are not made for a stopped or
         rescheduled job."""
         now = self._now()
-        for run in await self._store.pending_job_runs(job_id):
+        for run in await self._store.pending_job_runs(job.id):
             if run.due_at > now and await self._store.settle_job_run(
                 run.run_id, "skipped", reason=reason
             ):
-                self.stats.skipped += 1
+                metrics.scheduler_runs.inc(kind=_run_kind(job), result="skipped")
 
     async def _reconcile_safely(self, job_id: str) -> None:
         try:
@@ -416,10 +405,30 @@ class SchedulerCore:
             self._wake,
             DateTrigger(run_date=datetime.fromtimestamp(due_at, UTC)),
             args=(job_id,),
-            id=f"{job_id}#due@{due_at}",
+            id=f"{job_id}{_DUE}{due_at}",
             replace_existing=True,
             misfire_grace_time=None,
         )
+
+    async def next_runs(self, limit: int = 5) -> list[NextRun]:
+        """The jobs whose timers fire soonest, soonest first: from the armed timers (no scan
+        of the jobs), each named from the store (`limit` reads at most)."""
+        if self._aps is None:
+            return []
+        due: dict[str, float] = {}
+        for timer in self._aps.get_jobs():
+            if timer.id == SWEEP_JOB_ID or timer.next_run_time is None:
+                continue
+            job_id = timer.id.partition(_DUE)[0]
+            at = timer.next_run_time.timestamp()
+            due[job_id] = min(at, due.get(job_id, at))
+        soonest = sorted(due.items(), key=lambda item: item[1])[:limit]
+        records = await asyncio.gather(*(self._store.get_job(job_id) for job_id, _ in soonest))
+        return [
+            NextRun(job_id=record.id, name=record.name, kind=record.kind, chat=record.chat, at=at)
+            for (_, at), record in zip(soonest, records, strict=True)
+            if record is not None  # deleted since
+        ]
 
     # -- helpers -------------------------------------------------------------------------------
 
@@ -437,5 +446,8 @@ class SchedulerCore:
         upcoming = next_run_at(job, last_scheduled=last, now=self._now(), default_timezone=self._tz)
         return job.model_copy(update={"next_run_at": upcoming})
 
-    def stats_dict(self) -> dict[str, Any]:
-        return asdict(self.stats)
+
+def _run_kind(job: Job) -> str:
+    """The `kind` label of a run: reminder, system, or greeting (the system job that greets)."""
+    greeting = job.kind == "system" and job.payload.get("task") == GREETING_TASK
+    return "greeting" if greeting else job.kind

@@ -27,6 +27,7 @@ __all__ = [
     "JobRunRecord",
     "JobSpec",
     "Misfire",
+    "NextRun",
     "QuietHours",
     "TriggerSpec",
 ]
@@ -196,3 +197,13 @@ class Job(_Value):
             mode="json",
             exclude={"active_since", "created_at", "updated_at", "next_run_at"},
         )
+
+
+class NextRun(_Value):
+    """A job the scheduler wakes for soon (`SchedulerCore.next_runs`, `GET /api/status`)."""
+
+    job_id: str
+    name: str
+    kind: JobKind
+    chat: str | None
+    at: float  # when its timer fires next (a fire time in quiet hours is deferred then)

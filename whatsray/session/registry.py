@@ -26,7 +26,7 @@ from whatsray.session.state import SessionState
 from whatsray.session.turns import Inbound
 from whatsray.whatsapp.events import ChatKey
 
-__all__ = ["RegistryStats", "SessionRegistry"]
+__all__ = ["RegistryStats", "SessionCounts", "SessionRegistry"]
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +44,12 @@ class RegistryStats:
     rejected: int
     duplicates: int
     retries: int
+
+
+@dataclass(frozen=True, slots=True)
+class SessionCounts:
+    active: int  # in memory, busy or idle
+    busy: int  # with work: a turn running, or items waiting for one
 
 
 class SessionRegistry:
@@ -155,6 +161,10 @@ class SessionRegistry:
 
     def __len__(self) -> int:
         return len(self._busy) + len(self._idle)
+
+    def counts(self) -> SessionCounts:
+        """Its sessions now (`GET /api/status`)."""
+        return SessionCounts(active=len(self), busy=len(self._busy))
 
     def __contains__(self, chat: object) -> bool:
         if not isinstance(chat, ChatKey | str):

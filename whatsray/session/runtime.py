@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from typing import TYPE_CHECKING, TypeVar
 
+from whatsray.observability.logs import log_ids
 from whatsray.session.config import SessionConfig, SessionHooks
 from whatsray.session.policies import DoubleTextingPolicy
 from whatsray.session.turns import ToolCallJournal, TurnOutcome, TurnRequest, TurnResult
@@ -87,8 +88,8 @@ class SessionRuntime:
             except Exception as exc:
                 self.retries += 1
                 log.warning(
-                    "session %s: %s failed (%s: %s), retrying in %.1f s",
-                    chat, what, type(exc).__name__, exc, delay,
+                    "session: %s failed (%s: %s), retrying in %.1f s",
+                    what, type(exc).__name__, exc, delay, extra=log_ids(chat=chat),
                 )  # fmt: skip
                 await self.sleep(delay)
                 delay = min(delay * 2, self.config.retry_max_s)
@@ -101,7 +102,8 @@ class SessionRuntime:
         try:
             await self.hooks.ack(tokens)
         except Exception:
-            log.warning("session %s: ack of %d item(s) failed", chat, len(tokens), exc_info=True)
+            ids = log_ids(chat=chat)
+            log.warning("session: ack of %d item(s) failed", len(tokens), exc_info=True, extra=ids)
 
     async def failure_result(
         self, request: TurnRequest, exc: Exception, journal: ToolCallJournal
@@ -112,14 +114,15 @@ class SessionRuntime:
         `on_turn_error` returned some.
         """
         self.turn_failures += 1
-        log.warning("session %s: turn %s failed: %r", request.chat, request.turn_id, exc)
+        ids = log_ids(wamid=request.input_ids, turn_id=request.turn_id, chat=request.chat)
+        log.warning("turn failed: %r", exc, extra=ids)
         calls = journal.cancel_unfinished()
         result: TurnResult | None = None
         if self.hooks.on_turn_error is not None:
             try:
                 result = await self.hooks.on_turn_error(request, exc)
             except Exception:
-                log.exception("session %s: on_turn_error failed, using the apology", request.chat)
+                log.exception("on_turn_error failed, using the apology", extra=ids)
         if not isinstance(result, TurnResult):
             result = TurnResult(
                 reply_parts=(self.config.apology,),

@@ -24,6 +24,8 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from whatsray import metrics
+from whatsray.observability.logs import bind_ids, log_context
 from whatsray.session.memory import ChatMemory
 from whatsray.session.policies import DoubleTextingPolicy, PolicyMode
 from whatsray.session.runtime import SessionRuntime, TurnTimeoutError
@@ -152,6 +154,7 @@ class Session:
     # The drain task.
 
     async def _drain(self, work: _Work) -> None:
+        bind_ids(chat=self.key)  # every line of this task names the chat (by its hash)
         try:
             while True:
                 await self._loaded(work)  # before absorbing: dedupe reads recent ids
@@ -177,7 +180,7 @@ class Session:
         except Exception:
             # A bug, not an I/O failure (those are retried): drop the work unacked. The entries
             # stay pending in the stream and come back when the host re-reads its pending ones.
-            log.exception("session %s: unexpected error; unacked items come back", self.key)
+            log.exception("session: unexpected error; unacked items come back")
         finally:
             dropped = len(work.mailbox) + sum(len(tokens) for tokens in work.tokens.values())
             self._work = None
@@ -257,6 +260,8 @@ class Session:
         interrupted: tuple[ToolCall, ...] = ()
         attempt = 1
         work.replied = False
+        received = min(p.arrived_at for p in batch)
+        metrics.turn_stage_seconds.observe(rt.now() - received, stage="queue")
         while True:
             memory = await self._loaded(work)
             request = self._request(work, memory, inputs, attempt, interrupted)
@@ -270,8 +275,10 @@ class Session:
             inputs = inputs + work.pending
             work.pending.clear()
             attempt += 1
+        committing = rt.now()
         await self._retrying("commit_turn", lambda: hooks.commit_turn(request, result))
         rt.turns += 1
+        _count_turn(result, received, committing, rt.now())
         await self._ack(self._take_tokens(work, request.inputs))
         held = self._memory
         if held is not None:  # even if stale (reloaded before the next turn): dedupe reads it
@@ -326,7 +333,9 @@ class Session:
     ) -> TurnResult | None:
         """Run the turn, reacting to arrivals. None: interrupted (the caller reruns it)."""
         rt = self._rt
-        turn = asyncio.ensure_future(rt.hooks.run_turn(request, journal))
+        # The turn's task starts with its ids in its context (and only it: reset right after).
+        with log_context(wamid=request.input_ids, turn_id=request.turn_id):
+            turn = asyncio.ensure_future(rt.hooks.run_turn(request, journal))
         limit = rt.config.turn_timeout_s
         timer = rt.timer(limit) if limit is not None else None
         try:
@@ -396,7 +405,7 @@ class Session:
                 await hooks.send_reply(chat, reply, events[-1])
                 history.append(history_of_part(reply, self._rt.now()))
             except Exception:
-                log.exception("session %s: the %s reply could not be sent", self.key, reason)
+                log.exception("session: the %s reply could not be sent", reason)
         await self._ack(self._take_tokens(work, events))
         if deferred:  # goes into the history after the running turn's inputs
             work.deferred.extend(history)
@@ -424,6 +433,13 @@ class Session:
 
     async def _retrying(self, what: str, call: Callable[[], Awaitable[_T]]) -> _T:
         return await self._rt.retrying(self.key, what, call)
+
+
+def _count_turn(result: TurnResult, received: float, committing: float, done: float) -> None:
+    agent = result.agent or "none"
+    metrics.turns.inc(agent=agent, outcome=result.outcome.value)
+    metrics.turn_seconds.observe(done - received, agent=agent)
+    metrics.turn_stage_seconds.observe(done - committing, stage="commit")
 
 
 def _arrival(work: _Work) -> asyncio.Future[None]:

@@ -29,6 +29,7 @@ __all__ = [
     "OutboundRecord",
     "SessionSnapshot",
     "StatusChange",
+    "StatusCounts",
     "ToolCallRecord",
     "TurnCommit",
     "TurnRecord",
@@ -172,3 +173,11 @@ class TurnCommit:
     outbound: tuple[OutboundItem, ...] = ()
     session: SessionSnapshot | None = None
     tool_calls: tuple[ToolCallRecord, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class StatusCounts:
+    """What `GET /api/status` shows from the store (`Store.status_counts`)."""
+
+    dead_letters: int  # not replayed yet
+    handoffs: int  # chats handed to a person now
