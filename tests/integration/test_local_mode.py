@@ -35,8 +35,12 @@ def _ignore_sigint() -> None:
 
 @contextmanager
 def whatsray_local(
-    data: Path, http_port: int, emulator_port: int
+    data: Path, http_port: int, emulator_port: int, *extra: str
 ) -> Iterator[subprocess.Popen[str]]:
+    """`whatsray local` until its banner (Ray's metrics on a free port unless `extra` names
+    one); yields the process, its stdout at the banner's next line."""
+    if "--metrics-port" not in extra:  # the default, 8080, may be taken on a CI machine
+        extra = ("--metrics-port", str(free_port()), *extra)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("WHATSRAY_", "RAY_"))}
     env["WHATSRAY_ENGINE_OVERRIDE"] = "scripted"
     process = subprocess.Popen(
@@ -51,6 +55,7 @@ def whatsray_local(
             str(http_port),
             "--emulator-port",
             str(emulator_port),
+            *extra,
         ],
         cwd=ROOT,
         env=env,
