@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[2]
 ROW = re.compile(r"^\| [^|]+ \| [\d,]+ \|")
 
 
-def _run(script: str, *args: str, timeout: float = 120) -> list[str]:
+def _run(script: str, *args: str, timeout: float = 120, row: re.Pattern[str] = ROW) -> list[str]:
     result = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / script), *args],
         capture_output=True,
@@ -24,7 +24,7 @@ def _run(script: str, *args: str, timeout: float = 120) -> list[str]:
         check=False,
     )
     assert result.returncode == 0, result.stderr[-2000:]
-    return [line for line in result.stdout.splitlines() if ROW.match(line)]
+    return [line for line in result.stdout.splitlines() if row.match(line)]
 
 
 def test_webhook_core_benchmark_prints_every_body() -> None:
@@ -129,3 +129,14 @@ def test_multinode_benchmark_answers_every_message_on_each_partition_count() -> 
         *numbers, held = _cells(row)[4:]
         assert all(NUMBER.match(cell) for cell in numbers), row
         assert held in ("yes", "no"), row
+
+
+def test_metrics_cost_benchmark_prints_both_bindings() -> None:
+    costs = re.compile(r"^\| [^|]+ \| [\d.]+ \|")
+    rows = _run("metrics_cost.py", "--records", "200", timeout=180, row=costs)
+    assert [_cells(row)[0] for row in rows] == [
+        "ray.util.metrics (in an actor)",
+        "prometheus-client",
+    ]
+    for row in rows:
+        assert all(NUMBER.match(cell) for cell in _cells(row)[1:]), row
