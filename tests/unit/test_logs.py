@@ -27,7 +27,7 @@ from whatsray.observability.logs import (
     log_context,
     log_ids,
 )
-from whatsray.settings import load_settings
+from whatsray.settings import SettingsError, load_settings
 from whatsray.whatsapp.events import ChatKey
 
 CHAT = ChatKey(phone_number_id="106540352242922", user="15551234567")
@@ -275,3 +275,17 @@ def test_settings_choose_json_on_a_cluster_and_text_locally(
     assert load_settings().effective_log_format == "json"
     setup = LogSetup.from_settings(load_settings(**cluster))
     assert sorted(s.get_secret_value() for s in setup.secrets) == sorted(SECRETS)
+
+
+def test_the_level_comes_from_the_settings_unless_the_process_sets_its_own(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.chdir(tmp_path)  # no .env
+    monkeypatch.delenv("WHATSRAY_LOG_LEVEL", raising=False)
+    assert LogSetup.from_settings(load_settings()).level == logging.INFO
+    monkeypatch.setenv("WHATSRAY_LOG_LEVEL", "WARNING")
+    assert LogSetup.from_settings(load_settings()).level == logging.WARNING
+    assert LogSetup.from_settings(load_settings(), level=logging.DEBUG).level == logging.DEBUG
+    monkeypatch.setenv("WHATSRAY_LOG_LEVEL", "LOUD")
+    with pytest.raises(SettingsError, match="WHATSRAY_LOG_LEVEL"):
+        load_settings()

@@ -231,9 +231,12 @@ class LogSetup:
     fields: Mapping[str, IdValue] = field(default_factory=dict)
 
     @classmethod
-    def from_settings(cls, settings: Settings, *, level: int = logging.INFO) -> LogSetup:
+    def from_settings(cls, settings: Settings, *, level: int | None = None) -> LogSetup:
+        """`level`: this process's own (the CLI's `-v`); by default `WHATSRAY_LOG_LEVEL`."""
         named = (settings.app_secret, settings.access_token, settings.verify_token)
         secrets = tuple(s for s in (*named, settings.admin_token) if s is not None)
+        if level is None:
+            level = logging.getLevelNamesMapping()[settings.log_level]
         return cls(format=settings.effective_log_format, secrets=secrets, level=level)
 
     def for_process(self, **fields: IdValue) -> LogSetup:

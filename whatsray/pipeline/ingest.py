@@ -42,7 +42,7 @@ class InboxSink:
 
 def _log_appended(event: Event, outcome: AppendOutcome) -> None:
     """The first line of an event's path (docs/logging.md): its message id, chat and partition.
-    Statuses (three per reply) only at DEBUG: a JSON line costs about 45 µs."""
+    Statuses (three per reply) only at DEBUG: a line costs about 0.1 ms of CPU on Ray."""
     level = logging.DEBUG if isinstance(event, StatusEvent) else logging.INFO
     if not log.isEnabledFor(level):  # the hot path: no ids to build for nothing
         return
