@@ -284,14 +284,7 @@ def test_watch_refreshes_until_ctrl_c(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     url, fake = fake_api
-    pauses: list[float] = []
-
-    def sleep(seconds: float) -> None:
-        pauses.append(seconds)
-        if len(pauses) == 3:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(status_cli, "sleep", sleep)
+    pauses = _ctrl_c_after(3, monkeypatch)
     before = fake.calls
     assert main(["status", "--url", url, "--token", TOKEN, "--watch", "0.5"]) == 0
 
@@ -305,14 +298,7 @@ def test_watch_keeps_trying_an_unreachable_url_but_stops_on_a_refused_token(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    pauses: list[float] = []
-
-    def sleep(seconds: float) -> None:
-        pauses.append(seconds)
-        if len(pauses) == 2:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(status_cli, "sleep", sleep)
+    pauses = _ctrl_c_after(2, monkeypatch)
     down = f"http://127.0.0.1:{free_port()}"
     assert main(["status", "--url", down, "--token", TOKEN, "--watch"]) == 0
     out = capsys.readouterr().out
@@ -331,14 +317,20 @@ def test_watch_with_json_prints_one_snapshot_per_line(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     url, _ = fake_api
+    _ctrl_c_after(2, monkeypatch)
+    assert main(["status", "--url", url, "--token", TOKEN, "--watch", "1", "--json"]) == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if line]
+    assert [StatusOut.model_validate_json(line) for line in lines] == [SNAPSHOT, SNAPSHOT]
+
+
+def _ctrl_c_after(refreshes: int, monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """`--watch`'s pauses, recorded; the pause after `refreshes` refreshes is a Ctrl-C."""
     pauses: list[float] = []
 
     def sleep(seconds: float) -> None:
         pauses.append(seconds)
-        if len(pauses) == 2:
+        if len(pauses) == refreshes:
             raise KeyboardInterrupt
 
     monkeypatch.setattr(status_cli, "sleep", sleep)
-    assert main(["status", "--url", url, "--token", TOKEN, "--watch", "1", "--json"]) == 0
-    lines = [line for line in capsys.readouterr().out.splitlines() if line]
-    assert [StatusOut.model_validate_json(line) for line in lines] == [SNAPSHOT, SNAPSHOT]
+    return pauses
