@@ -16,6 +16,7 @@ from whatsray.inbox import (
     InboxError,
     InboxLayoutMismatch,
     InboxUnavailable,
+    PartitionBacklog,
     partition_for,
 )
 from whatsray.whatsapp.events import ChatKey, Event, MessageEvent, StatusEvent, StatusValue
@@ -415,3 +416,24 @@ async def test_out_of_memory_is_unavailable_and_stores_nothing(
         await redis.config_set("maxmemory", 0)
     assert await redis.exists(inbox.dedupe_key("wamid.oom")) == 0
     assert await inbox.length(partition_for(chat("15550001818"), 4)) == 0
+
+
+async def test_backlog_counts_unread_then_pending_entries_with_the_oldest_ones_age(
+    inbox: Inbox,
+) -> None:
+    [user] = users_in_distinct_partitions(4, 1)
+    partition = partition_for(chat(user), 4)
+    assert await inbox.backlog(partition) == PartitionBacklog(partition, 0, 0, 0.0)  # no stream
+    await inbox.append([message(user, f"wamid.backlog.{i}") for i in range(2)])
+    assert await inbox.backlog(partition) == PartitionBacklog(partition, 2, 0, 0.0)  # no group
+    await inbox.ensure_group(partition)  # from the stream's start: both are still to read
+    await inbox.append([message(user, "wamid.backlog.2")])
+    assert await inbox.backlog(partition) == PartitionBacklog(partition, 3, 0, 0.0)
+
+    [first, *_] = await inbox.read_new(partition, "host", count=2)
+    appended_ms = int(first.entry_id.split("-")[0])
+    backlog = await inbox.backlog(partition, now_ms=appended_ms + 90_000)
+    assert (backlog.lag, backlog.pending) == (1, 2)
+    assert backlog.oldest_pending_s == 90.0
+    await inbox.ack(partition, [first.entry_id])
+    assert (await inbox.backlog(partition)).pending == 1
