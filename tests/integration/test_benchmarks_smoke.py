@@ -140,3 +140,11 @@ def test_metrics_cost_benchmark_prints_both_bindings() -> None:
     ]
     for row in rows:
         assert all(NUMBER.match(cell) for cell in _cells(row)[1:]), row
+
+
+def test_log_cost_benchmark_prints_the_writer_and_the_total() -> None:
+    costs = re.compile(r"^\| [^|]+ \| \**[\d.]+\** \|")
+    args = ("--lines", "200", "--settle-s", "1")
+    rows = [_cells(row) for row in _run("log_cost.py", *args, timeout=180, row=costs)]
+    assert rows[0][0] == "the actor writing (its own clock)"
+    assert rows[-1][0] == "**all processes**"
