@@ -1,6 +1,6 @@
 """`whatsray local --prometheus` without Ray: the config it writes, the messages when Prometheus
 or a port is missing, and how it stops Prometheus. The whole run is in
-tests/integration/test_local_prometheus.py."""
+tests/integration/test_local_mode.py."""
 
 from __future__ import annotations
 
