@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal, Protocol, runtime_checkable
 
+from whatsray.observability.logs import IdValue, log_ids
 from whatsray.outbox.status import merge_status
 
 __all__ = [
@@ -326,3 +327,14 @@ class InMemoryLedger:
         if record is None:
             raise KeyError(f"unknown outbound id {outbound_id!r}")
         return record
+
+
+def record_log_ids(record: OutboundRecord) -> dict[str, IdValue]:
+    """A record's ids for a log line (docs/logging.md); `wamid`: the inbound messages it answers
+    (the reply's own id is in the message)."""
+    return log_ids(
+        outbound_id=record.outbound_id,
+        turn_id=record.turn_id,
+        chat=record.chat,
+        wamid=record.in_reply_to,
+    )

@@ -32,20 +32,22 @@ from typing import Any, TypeVar
 from whatsray import metrics
 from whatsray.batching import Batcher
 from whatsray.observability.logs import IdValue, log_ids
+from whatsray.outbox.fallbacks import WindowFallbacks, template_outbound_id
 from whatsray.outbox.ledger import (
     OutboundItem,
     OutboundLedger,
     OutboundRecord,
     SendResult,
     StatusWrite,
+    record_log_ids,
 )
 from whatsray.outbox.memory import OutboxMemory
 from whatsray.outbox.rate_limits import SendRateLimiter
 from whatsray.outbox.retry import RetryPolicy, is_ambiguous
 from whatsray.outbox.snapshot import OutboxStatus
-from whatsray.outbox.statuses import OUTSIDE_WINDOW, RE_ENGAGEMENT_CODE, StatusWebhooks
-from whatsray.outbox.templates import EMPTY_TEMPLATES, TemplatesConfig, TemplateSpec, free_text
-from whatsray.outbox.window import WindowLookup, is_template_body, window_open
+from whatsray.outbox.statuses import RE_ENGAGEMENT_CODE, StatusWebhooks
+from whatsray.outbox.templates import EMPTY_TEMPLATES, TemplatesConfig
+from whatsray.outbox.window import WindowLookup, is_template_body
 from whatsray.whatsapp.errors import MessageValidationError, ReEngagementError, WhatsAppError
 from whatsray.whatsapp.graph_client import GraphClient
 from whatsray.whatsapp.messages import MarkAsRead, Message, is_bsuid, validate_send_body
@@ -75,28 +77,12 @@ def replay_outbound_id(outbound_id: str, dead_letter_id: str) -> str:
     return f"{outbound_id}~replay:{dead_letter_id}"
 
 
-def template_outbound_id(outbound_id: str) -> str:
-    """The id of the template sent in place of a message the window refused: derived, so the
-    fallback happens at most once however often the refusal is seen."""
-    return f"{outbound_id}:template"
-
-
 _PHONE_NOISE = re.compile(r"[^\d]")
 
 
 def recipient_key(to: str) -> str:
     """One key per user whatever the phone format ("+1 555-..." and "1555..." are the same)."""
     return to if is_bsuid(to) else _PHONE_NOISE.sub("", to) or to
-
-
-def _record_ids(record: OutboundRecord) -> dict[str, IdValue]:
-    """`wamid`: the inbound messages it answers (the reply's own id is in the message)."""
-    return log_ids(
-        outbound_id=record.outbound_id,
-        turn_id=record.turn_id,
-        chat=record.chat,
-        wamid=record.in_reply_to,
-    )
 
 
 def _describe(exc: BaseException) -> str:
@@ -112,7 +98,7 @@ class _Lane:
         self.users = 0
 
 
-class Outbox(StatusWebhooks):
+class Outbox(StatusWebhooks, WindowFallbacks):
     """Sends one business number's messages. Plain async class; a Ray actor wraps it later."""
 
     def __init__(
@@ -534,82 +520,6 @@ class Outbox(StatusWebhooks):
                 return record
             await self._sleep(min(self._grace_poll_s, remaining))
 
-    async def _async_window_fallback(
-        self, outbound_id: str, error_code: int
-    ) -> OutboundItem | None:
-        """Meta's 131047 as a `failed` status after a 200: the template goes out in the
-        background (the caller is the status webhook, which must not wait for a send)."""
-        record = await self._find(outbound_id)
-        spec = self._template_for(record) if record is not None else None
-        if record is None or spec is None or self._closed:
-            return None
-        item = await self._record_template(record, spec, error_code, "late_131047")
-        self._spawn(self._send_logged([item]))
-        return item
-
-    async def _window_is_open(self, item: OutboundItem) -> bool:
-        if window_open(self.memory.window(item.chat), self._now()):
-            return True  # the windows only move forward: an open one needs no lookup
-        if self._window_lookup is None:
-            return True  # nothing to ask: Meta enforces it (131047 -> outside_window)
-        try:
-            last_inbound = await self._window_lookup(item.chat)
-        except Exception:
-            ids = log_ids(outbound_id=item.outbound_id, turn_id=item.turn_id, chat=item.chat)
-            log.exception("window lookup failed; letting Meta decide", extra=ids)
-            return True
-        self.memory.note_window(item.chat, last_inbound)
-        return window_open(last_inbound, self._now())
-
-    def _template_for(self, record: OutboundRecord) -> TemplateSpec | None:
-        if is_template_body(record.body):
-            return None  # a template is never refused for the window; nothing to fall back to
-        return self._templates.for_purpose(record.purpose)
-
-    async def _outside_window(
-        self, record: OutboundRecord, error_code: int | None, details: str
-    ) -> OutboundRecord:
-        """The window refused a free-form message: send its purpose's template instead (in this
-        lane, now), or dead-letter it `outside_window` when no template is configured."""
-        spec = self._template_for(record)
-        if spec is None:
-            return await self._dead_letter(record.outbound_id, OUTSIDE_WINDOW, error_code, details)
-        fallback = await self._record_template(record, spec, error_code, "window_closed")
-        return await self._deliver(fallback.outbound_id)
-
-    async def _record_template(
-        self, record: OutboundRecord, spec: TemplateSpec, error_code: int | None, reason: str
-    ) -> OutboundItem:
-        """Record the template that replaces `record` (once: its id is derived), then close the
-        original as `failed` with where it went. In this order, a crash in between leaves the
-        original pending, and its next delivery finds the template already recorded."""
-        item = OutboundItem(
-            outbound_id=template_outbound_id(record.outbound_id),
-            chat=record.chat,
-            phone_number_id=record.phone_number_id,
-            to=record.to,
-            body=spec.graph_body(record.to, free_text(record.body)),
-            turn_id=record.turn_id,
-            part=record.part,
-            created_at=self._now(),
-            purpose=record.purpose,
-            in_reply_to=record.in_reply_to,
-        )
-        if await self._ledger.record_outbound(item):
-            self.memory.add_fresh(item)
-            metrics.template_fallbacks.inc(purpose=record.purpose or "reply", reason=reason)
-            log.info(
-                "%s is outside the 24 h window: sending template %r as %s",
-                record.outbound_id,
-                spec.name,
-                item.outbound_id,
-                extra=_record_ids(record),
-            )
-        closed = f"{OUTSIDE_WINDOW}: sent as template {spec.name} ({item.outbound_id})"
-        await self._ledger.mark_failed(record.outbound_id, closed, error_code)
-        self._merge_known(record.outbound_id, "failed", closed)
-        return item
-
     async def _dead_letter(
         self, outbound_id: str, reason: str, error_code: int | None, details: str | None
     ) -> OutboundRecord:
@@ -650,14 +560,14 @@ class Outbox(StatusWebhooks):
         record = self.memory.sent(outbound_id, wamid)
         self._behind.enqueue(SendResult(outbound_id, wamid, record.attempts))
         if log.isEnabledFor(logging.INFO):  # the hot path: no ids to build for nothing
-            ids = _record_ids(record)
+            ids = record_log_ids(record)
             log.info("accepted by Meta as %s (attempt %d)", wamid, record.attempts, extra=ids)
         return record
 
     def _log_ids(self, outbound_id: str) -> dict[str, IdValue]:
         """An outbound message's ids for a log line, from memory (no store call)."""
         record = self.memory.get(outbound_id)
-        return log_ids(outbound_id=outbound_id) if record is None else _record_ids(record)
+        return log_ids(outbound_id=outbound_id) if record is None else record_log_ids(record)
 
     def _merge_known(self, outbound_id: str, status: str, reason: str | None = None) -> None:
         if self.memory.get(outbound_id) is not None:
