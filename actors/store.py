@@ -53,8 +53,8 @@ class StoreActor:
         self._reporting = loop.create_task(report_forever(self._report_metrics, metrics_every_s))
 
     async def _report_metrics(self) -> None:
-        store = await self._open("count_handoffs")
-        metrics.handoffs_active.set(await store.count_handoffs())
+        store = await self._open("status_counts")
+        metrics.handoffs_active.set((await store.status_counts()).handoffs)
 
     async def _open(self, op: str) -> Store:
         """The store, once its file is open (every method waits for that first). Counts the call

@@ -17,6 +17,7 @@ from whatsray.store.records import (
     Contact,
     MessageRecord,
     SessionSnapshot,
+    StatusCounts,
     ToolCallRecord,
     TurnRecord,
 )
@@ -43,6 +44,7 @@ __all__ = [
     "load_session",
     "pending_inbound",
     "search_contacts",
+    "status_counts",
 ]
 
 _MESSAGE_COLUMNS = (
@@ -253,3 +255,13 @@ def count(cur: DuckDBPyConnection, table: str, **filters: Any) -> int:
     where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
     row = cur.execute(f"SELECT count(*) FROM {table}{where}", list(filters.values())).fetchone()  # noqa: S608
     return int(row[0]) if row is not None else 0
+
+
+def status_counts(cur: DuckDBPyConnection) -> StatusCounts:
+    """Dead letters not replayed, and chats in handoff."""
+    row = cur.execute(
+        "SELECT (SELECT count(*) FROM dead_letters WHERE replayed_at IS NULL),"
+        " (SELECT count(*) FROM chats WHERE handoff)"
+    ).fetchone()
+    dead, handoffs = row if row else (0, 0)
+    return StatusCounts(dead_letters=int(dead), handoffs=int(handoffs))

@@ -490,17 +490,9 @@ class Store(JobsMixin, OptInMixin):
         return await self.count("contacts")
 
     async def status_counts(self) -> StatusCounts:
-        """Dead letters not replayed and chats in handoff, in one read (`GET /api/status`)."""
-
-        def read(cur: duckdb.DuckDBPyConnection) -> StatusCounts:
-            row = cur.execute(
-                "SELECT (SELECT count(*) FROM dead_letters WHERE replayed_at IS NULL),"
-                " (SELECT count(*) FROM chats WHERE handoff)"
-            ).fetchone()
-            dead, handoffs = row if row else (0, 0)
-            return StatusCounts(dead_letters=int(dead), handoffs=int(handoffs))
-
-        return await self._read(read)
+        """Dead letters not replayed and chats in handoff, in one read (`GET /api/status`, and
+        the `whatsray_handoffs_active` gauge)."""
+        return await self._read(reads.status_counts)
 
     # -- handoff and the window (docs/handoff.md) ------------------------------------------------
 
@@ -511,15 +503,6 @@ class Store(JobsMixin, OptInMixin):
                 cur.execute("SELECT * FROM outbound WHERE wamid = ? LIMIT 1", [wamid])
             )
         )
-
-    async def count_handoffs(self) -> int:
-        """How many chats are handed to a person now (the `whatsray_handoffs_active` gauge)."""
-
-        def read(cur: duckdb.DuckDBPyConnection) -> int:
-            row = cur.execute("SELECT count(*) FROM chats WHERE handoff").fetchone()
-            return int(row[0]) if row else 0
-
-        return await self._read(read)
 
     async def handoff_chats(
         self,
