@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.support.prometheus import RULES
 from whatsray.cli import local_prometheus, main
 from whatsray.cli.local_prometheus import (
     PrometheusUnavailable,
@@ -25,7 +26,6 @@ from whatsray.observability.prometheus_config import RAY_PREFIX_RELABEL
 from whatsray.settings import Settings, load_settings
 
 ROOT = Path(__file__).resolve().parents[2]
-RULES = ROOT / "configs" / "prometheus" / "whatsray-rules.yml"
 
 
 @pytest.fixture(autouse=True)

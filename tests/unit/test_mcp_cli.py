@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -15,15 +14,7 @@ from whatsray.cli import main
 from whatsray.mcp import TOOL_NAMES, BearerGuard, WhatsrayApi, build_server, http_app
 from whatsray.settings import LocalSecrets
 
-
-@pytest.fixture(autouse=True)
-def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    # Settings read the process environment and ./.env: start every test from neither.
-    for name in list(os.environ):
-        if name.startswith("WHATSRAY_"):
-            monkeypatch.delenv(name)
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("WHATSRAY_DATA_DIR", str(tmp_path / "data"))
+pytestmark = pytest.mark.usefixtures("settings_env_isolated")
 
 
 @pytest.fixture

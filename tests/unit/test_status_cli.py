@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -165,14 +164,7 @@ class FakeStatusApi:
         return app
 
 
-@pytest.fixture(autouse=True)
-def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    # Settings read the process environment and ./.env: start every test from neither.
-    for name in list(os.environ):
-        if name.startswith("WHATSRAY_"):
-            monkeypatch.delenv(name)
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("WHATSRAY_DATA_DIR", str(tmp_path / "data"))
+pytestmark = pytest.mark.usefixtures("settings_env_isolated")
 
 
 @pytest.fixture(scope="module")
