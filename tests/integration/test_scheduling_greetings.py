@@ -20,7 +20,7 @@ from whatsray.inbox import AppendResult, Inbox
 from whatsray.scheduling import SchedulerCore, parse_jobs
 from whatsray.session.scheduled import SCHEDULED_PREFIX, SCHEDULED_TYPE
 from whatsray.store import Store
-from whatsray.store.schema import MIGRATIONS
+from whatsray.store.schema import MIGRATIONS, SCHEMA_VERSION
 from whatsray.whatsapp.events import ChatKey, Event, MessageEvent
 
 T0 = datetime(2026, 3, 2, 6, 59, tzinfo=UTC).timestamp()  # a Monday, 07:59 in Berlin
@@ -85,7 +85,7 @@ async def test_migration_5_adds_opt_in_and_a_version_4_file_upgrades(tmp_path: P
         assert old.schema_version == 4
         await old.record_inbound(inbound("wamid.OLD", user=ANNA.user))
     async with Store(path) as new:
-        assert 5 in new.applied_migrations and new.schema_version == 5
+        assert 5 in new.applied_migrations and new.schema_version == SCHEMA_VERSION
         assert await new.get_contact(ANNA) is not None  # the contact survived, opted out
         assert await new.opted_in_chats() == []
         assert await new.set_opt_in(ANNA, True) is True

@@ -46,6 +46,7 @@ TABLES = {
     "tool_calls",
     "jobs",
     "job_runs",
+    "quarantine",
 }
 
 

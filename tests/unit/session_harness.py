@@ -20,6 +20,7 @@ from whatsray.session import (
     InboundEntry,
     NonMessageEvent,
     PolicyMode,
+    Quarantine,
     RecordReason,
     SessionConfig,
     SessionHooks,
@@ -153,8 +154,12 @@ class FakeBackend:
     behaviour: RunTurn = echo
     policy: DoubleTextingPolicy = field(default_factory=DoubleTextingPolicy)
     seed: dict[str, SessionState] = field(default_factory=dict)  # state before any commit
-    commit_failures: int = 0  # the next N commits raise
-    load_failures: int = 0  # the next N state loads raise
+    commit_failures: int = 0  # the next N commits raise `failure()`
+    load_failures: int = 0  # the next N state loads raise `failure()`
+    record_failures: int = 0  # the next N `record_messages` raise `failure()`
+    failure: Callable[[], Exception] = lambda: ConnectionError("store unreachable")
+    quarantine_failures: int = 0  # the next N quarantine writes raise `failure()`
+    quarantined: list[Quarantine] = field(default_factory=list)
     timeline: list[tuple[str, object]] = field(default_factory=list)
     turns: list[TurnRequest] = field(default_factory=list)
     commits: list[tuple[TurnRequest, TurnResult]] = field(default_factory=list)
@@ -176,6 +181,7 @@ class FakeBackend:
             send_reply=self.send_reply,
             on_turn_error=self.on_turn_error if with_error_hook else None,
             policy_for=lambda agent: self.policy,
+            quarantine=self.quarantine,
         )
 
     def registry(
@@ -197,7 +203,7 @@ class FakeBackend:
         if self.load_failures > 0:
             self.load_failures -= 1
             self.timeline.append(("load-failed", key))
-            raise ConnectionError("store unreachable")
+            raise self.failure()
         self.loads.append(key)
         self.timeline.append(("load", key))
         state = self.seed.get(key, SessionState())
@@ -226,7 +232,7 @@ class FakeBackend:
         if self.commit_failures > 0:
             self.commit_failures -= 1
             self.timeline.append(("commit-failed", request.input_ids))
-            raise ConnectionError("store unreachable")
+            raise self.failure()
         self.commits.append((request, result))
         self.timeline.append(("commit", request.input_ids))
 
@@ -242,12 +248,24 @@ class FakeBackend:
         self, chat: ChatKey, events: tuple[MessageEvent, ...], reason: RecordReason
     ) -> None:
         ids = tuple(e.idempotency_key for e in events)
+        if self.record_failures > 0:
+            self.record_failures -= 1
+            self.timeline.append(("record-failed", ids))
+            raise self.failure()
         self.records.append((str(chat), ids, reason))
         self.timeline.append(("record", ids))
 
     async def send_reply(self, chat: ChatKey, text: str, in_reply_to: MessageEvent) -> None:
         self.replies.append((str(chat), text, in_reply_to.idempotency_key))
         self.timeline.append(("reply", text))
+
+    async def quarantine(self, item: Quarantine) -> None:
+        if self.quarantine_failures > 0:
+            self.quarantine_failures -= 1
+            self.timeline.append(("quarantine-failed", item.stage))
+            raise self.failure()
+        self.quarantined.append(item)
+        self.timeline.append(("quarantine", tuple(e.idempotency_key for e in item.events)))
 
     async def on_turn_error(self, request: TurnRequest, exc: Exception) -> TurnResult:
         self.turn_errors.append((request, exc))

@@ -114,7 +114,7 @@ async def test_a_copy_offered_while_its_turn_runs_is_acked_with_it() -> None:
 async def test_a_copy_offered_while_a_failed_commit_is_retried_is_not_run_again() -> None:
     clock = FakeClock()
     backend = FakeBackend(policy=ENQUEUE, commit_failures=1)
-    config = SessionConfig(turn_timeout_s=None, retry_initial_s=0.5)
+    config = SessionConfig(turn_timeout_s=None, retry_initial_s=0.5, retry_jitter=0.0)
     registry = backend.registry(clock, config)
     await registry.deliver(entry(message("a"), "a#1"))
     await settle()

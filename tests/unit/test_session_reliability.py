@@ -59,7 +59,9 @@ async def test_inputs_are_acked_only_after_their_commit() -> None:
 async def test_a_failed_commit_acks_nothing_and_is_retried_with_backoff() -> None:
     clock = FakeClock()
     backend = FakeBackend(policy=ENQUEUE, commit_failures=2)
-    config = SessionConfig(turn_timeout_s=None, retry_initial_s=0.5, retry_max_s=30.0)
+    config = SessionConfig(
+        turn_timeout_s=None, retry_initial_s=0.5, retry_max_s=30.0, retry_jitter=0.0
+    )
     registry = backend.registry(clock, config)
     await registry.deliver(entry(message("m1")))
     await settle()

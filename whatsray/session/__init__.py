@@ -5,7 +5,7 @@ See docs/sessions.md. Ray-free: the SessionHost actor wraps a `SessionRegistry`.
 
 from __future__ import annotations
 
-from whatsray.session.config import DEFAULT_APOLOGY, SessionConfig, SessionHooks
+from whatsray.session.config import DEFAULT_APOLOGY, Quarantine, SessionConfig, SessionHooks
 from whatsray.session.policies import (
     DEFAULT_POLICY,
     DEFAULT_REJECT_REPLY,
@@ -52,6 +52,7 @@ __all__ = [
     "ReplyPart",
     "Session",
     "SessionConfig",
+    "Quarantine",
     "SessionHooks",
     "SessionRegistry",
     "SessionState",

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from whatsray.session.policies import DEFAULT_POLICY, DoubleTextingPolicy
 from whatsray.session.state import SessionState
 from whatsray.session.turns import (
+    AnyEvent,
     NonMessageEvent,
     RecordReason,
     ToolCallJournal,
@@ -22,6 +23,7 @@ from whatsray.whatsapp.events import ChatKey, MessageEvent
 
 __all__ = [
     "DEFAULT_APOLOGY",
+    "Quarantine",
     "SessionConfig",
     "SessionHooks",
 ]
@@ -36,7 +38,10 @@ class SessionConfig:
     recent_ids_limit: int = 32  # committed event ids remembered per session, for redelivery
     turn_timeout_s: float | None = 300.0  # a turn running longer fails (apology), None: no limit
     retry_initial_s: float = 0.5  # backoff of a failed commit, record, status or state load...
-    retry_max_s: float = 30.0  # ...doubling up to this; retried until it succeeds
+    retry_max_s: float = 30.0  # ...doubling up to this, each wait spread by +-retry_jitter...
+    retry_jitter: float = 0.2
+    # ...until this long after the first failure: then the items are quarantined (None: never).
+    retry_deadline_s: float | None = 600.0
     apology: str = DEFAULT_APOLOGY  # the reply of a failed turn, unless on_turn_error says else
     default_policy: DoubleTextingPolicy = DEFAULT_POLICY  # when there is no policy_for
 
@@ -49,6 +54,22 @@ class SessionConfig:
             raise ValueError("turn_timeout_s must be > 0 (or None for no limit)")
         if not 0 < self.retry_initial_s <= self.retry_max_s:
             raise ValueError("need 0 < retry_initial_s <= retry_max_s")
+        if self.retry_deadline_s is not None and self.retry_deadline_s <= 0:
+            raise ValueError("retry_deadline_s must be > 0 (or None to retry forever)")
+
+
+@dataclass(frozen=True, slots=True)
+class Quarantine:
+    """Items a session gave up on (docs/errors.md): `stage` is the hook that failed, `reason`
+    "permanent" (retrying cannot help) or "deadline" (transient, still failing at its deadline).
+    The `quarantine` hook stores it; then the session acks the items and goes on."""
+
+    chat: ChatKey
+    stage: str
+    events: tuple[AnyEvent, ...]
+    reason: str
+    error: str
+    turn_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -66,6 +87,10 @@ class SessionHooks:
       retry).
     - `send_reply` sends the reject policy's polite reply (best effort; derive its outbound id from
       the message replied to).
+    - Each of those is retried while it fails transiently, until `retry_deadline_s`; a permanent
+      failure or the deadline hands the items to `quarantine` (store them, commit-or-raise),
+      then they are acked: one bad item never holds its chat. Without `quarantine` they are
+      logged as errors and acked.
     - `on_turn_error` turns a failed `run_turn` into the result to commit (default: the configured
       apology, outcome FAILED). `policy_for` picks the double-texting policy of an agent.
     """
@@ -79,3 +104,4 @@ class SessionHooks:
     send_reply: Callable[[ChatKey, str, MessageEvent], Awaitable[None]]
     on_turn_error: Callable[[TurnRequest, Exception], Awaitable[TurnResult]] | None = None
     policy_for: Callable[[str | None], DoubleTextingPolicy] | None = None
+    quarantine: Callable[[Quarantine], Awaitable[None]] | None = None

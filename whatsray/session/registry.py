@@ -44,6 +44,7 @@ class RegistryStats:
     rejected: int
     duplicates: int
     retries: int
+    quarantined: int  # items given up on (docs/errors.md)
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,6 +158,7 @@ class SessionRegistry:
             rejected=rt.rejected,
             duplicates=rt.duplicates,
             retries=rt.retries,
+            quarantined=rt.quarantined,
         )
 
     def __len__(self) -> int:

@@ -11,7 +11,8 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, TypeVar
 
 from whatsray.observability.logs import log_ids
-from whatsray.session.config import SessionConfig, SessionHooks
+from whatsray.retries import Backoff, GaveUp, retry_until
+from whatsray.session.config import Quarantine, SessionConfig, SessionHooks
 from whatsray.session.policies import DoubleTextingPolicy
 from whatsray.session.turns import ToolCallJournal, TurnOutcome, TurnRequest, TurnResult
 
@@ -54,6 +55,10 @@ class SessionRuntime:
         self.rejected = 0
         self.duplicates = 0
         self.retries = 0
+        self.quarantined = 0
+        self.backoff = Backoff(
+            initial_s=config.retry_initial_s, max_s=config.retry_max_s, jitter=config.retry_jitter
+        )
 
     def timer(self, seconds: float) -> asyncio.Future[None]:
         """A future resolved after `seconds` (cancel it to stop the timer).
@@ -80,19 +85,54 @@ class SessionRuntime:
             return self.config.default_policy
 
     async def retrying(self, chat: str, what: str, call: Callable[[], Awaitable[_T]]) -> _T:
-        """Call until it succeeds, backing off: an outage delays a chat, it never drops items."""
-        delay = self.config.retry_initial_s
-        while True:
-            try:
-                return await call()
-            except Exception as exc:
-                self.retries += 1
-                log.warning(
-                    "session: %s failed (%s: %s), retrying in %.1f s",
-                    what, type(exc).__name__, exc, delay, extra=log_ids(chat=chat),
-                )  # fmt: skip
-                await self.sleep(delay)
-                delay = min(delay * 2, self.config.retry_max_s)
+        """Call until it succeeds, backing off while it fails transiently: an outage delays a
+        chat, it never drops items. Raises `GaveUp` on a permanent failure, or once the failure
+        outlasts `retry_deadline_s` (the caller quarantines the items)."""
+        limit = self.config.retry_deadline_s
+        ids = log_ids(chat=chat)
+
+        def note(exc: BaseException, wait: float) -> None:
+            self.retries += 1
+            log.warning(
+                "session: %s failed (%s: %s), retrying in %.1f s",
+                what, type(exc).__name__, exc, wait, extra=ids,
+            )  # fmt: skip
+
+        return await retry_until(
+            call,
+            what=what,
+            backoff=self.backoff,
+            deadline=None if limit is None else self.now() + limit,
+            now=self.now,
+            sleep=self.sleep,
+            on_retry=note,
+        )
+
+    async def quarantine(self, item: Quarantine) -> bool:
+        """Store items given up on; False when even that failed for good (the caller leaves
+        them unacked: they come back when the host re-reads its pending entries)."""
+        self.quarantined += len(item.events)
+        ids = log_ids(wamid=[e.idempotency_key for e in item.events], chat=item.chat)
+        log.error(
+            "session: %s gave up (%s: %s): %d item(s) quarantined",
+            item.stage, item.reason, item.error, len(item.events), extra=ids,
+        )  # fmt: skip
+        store = self.hooks.quarantine
+        if store is None:
+            return True
+        try:  # no deadline: the record is the items' last stop
+            await retry_until(
+                lambda: store(item),
+                what="quarantine",
+                backoff=self.backoff,
+                deadline=None,
+                now=self.now,
+                sleep=self.sleep,
+            )
+        except GaveUp:
+            log.exception("session: the quarantine record could not be written", extra=ids)
+            return False
+        return True
 
     async def ack(self, chat: str, tokens: tuple[str, ...]) -> None:
         """Ack committed items. Not retried: a redelivery is deduped on its event id and acked."""

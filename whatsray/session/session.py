@@ -26,6 +26,8 @@ from typing import Any, TypeVar
 
 from whatsray import metrics
 from whatsray.observability.logs import bind_ids, log_context
+from whatsray.retries import GaveUp
+from whatsray.session.config import Quarantine
 from whatsray.session.memory import ChatMemory
 from whatsray.session.policies import DoubleTextingPolicy, PolicyMode
 from whatsray.session.runtime import SessionRuntime, TurnTimeoutError
@@ -157,10 +159,19 @@ class Session:
         bind_ids(chat=self.key)  # every line of this task names the chat (by its hash)
         try:
             while True:
-                await self._loaded(work)  # before absorbing: dedupe reads recent ids
-                await self._absorb(work)
-                # Again after: a handoff flipped while absorbing applies to what was absorbed.
-                state = await self._loaded(work)
+                try:
+                    await self._loaded(work)  # before absorbing: dedupe reads recent ids
+                    await self._absorb(work)
+                    # Again after: a handoff flipped while absorbing applies to what was absorbed.
+                    state = await self._loaded(work)
+                except GaveUp as gave_up:  # no state to work with: these items go no further
+                    await self._absorb(work)
+                    batch = work.pending[:]
+                    work.pending.clear()
+                    await self._give_up(work, batch, gave_up)
+                    if work.mailbox:
+                        continue
+                    return
                 if not work.pending:
                     if work.mailbox:
                         continue
@@ -229,7 +240,14 @@ class Session:
         return new
 
     async def _apply_status(self, event: NonMessageEvent, token: str) -> None:
-        await self._retrying("on_status", lambda: self._rt.hooks.on_status(event))
+        rt = self._rt
+        try:
+            await self._retrying("on_status", lambda: rt.hooks.on_status(event))
+        except GaveUp as gave_up:
+            chat = self._work.chat if self._work is not None else ChatKey.parse(self.key)
+            if not await rt.quarantine(_quarantine(chat, (event,), gave_up)):
+                rt.unacked -= 1  # left pending in the stream: re-read at the host's next start
+                return
         await self._ack((token,))
 
     async def _quiet_period(self, work: _Work, policy: DoubleTextingPolicy) -> None:
@@ -263,7 +281,11 @@ class Session:
         received = min(p.arrived_at for p in batch)
         metrics.turn_stage_seconds.observe(rt.now() - received, stage="queue")
         while True:
-            memory = await self._loaded(work)
+            try:
+                memory = await self._loaded(work)
+            except GaveUp as gave_up:
+                await self._give_up(work, inputs, gave_up)
+                return
             request = self._request(work, memory, inputs, attempt, interrupted)
             journal = ToolCallJournal()
             result = await self._attempt(work, request, journal, policy)
@@ -276,7 +298,12 @@ class Session:
             work.pending.clear()
             attempt += 1
         committing = rt.now()
-        await self._retrying("commit_turn", lambda: hooks.commit_turn(request, result))
+        try:
+            await self._retrying("commit_turn", lambda: hooks.commit_turn(request, result))
+        except GaveUp as gave_up:  # the turn is lost, the chat goes on with its next message
+            await self._give_up(work, inputs, gave_up, request.turn_id)
+            work.deferred.clear()
+            return
         rt.turns += 1
         _count_turn(result, received, committing, rt.now())
         await self._ack(self._take_tokens(work, request.inputs))
@@ -398,7 +425,13 @@ class Session:
         hooks, config = self._rt.hooks, self._rt.config
         chat = work.chat
         events = tuple(p.event for p in batch)
-        await self._retrying("record_messages", lambda: hooks.record_messages(chat, events, reason))
+        try:
+            await self._retrying(
+                "record_messages", lambda: hooks.record_messages(chat, events, reason)
+            )
+        except GaveUp as gave_up:
+            await self._give_up(work, batch, gave_up)
+            return
         history = [history_of_event(p.event, p.sent_at) for p in batch]
         if reply is not None:
             try:
@@ -431,8 +464,31 @@ class Session:
     async def _ack(self, tokens: tuple[str, ...]) -> None:
         await self._rt.ack(self.key, tokens)
 
+    async def _give_up(
+        self, work: _Work, batch: list[_Pending], gave_up: GaveUp, turn_id: str | None = None
+    ) -> None:
+        """Quarantine these messages and ack them: their chat goes on without them."""
+        if not batch:
+            return
+        events = tuple(p.event for p in batch)
+        stored = await self._rt.quarantine(_quarantine(work.chat, events, gave_up, turn_id))
+        tokens = self._take_tokens(work, events)
+        if stored:
+            await self._ack(tokens)
+        else:  # left pending in the stream: re-read at the host's next start
+            self._rt.unacked -= len(tokens)
+
     async def _retrying(self, what: str, call: Callable[[], Awaitable[_T]]) -> _T:
         return await self._rt.retrying(self.key, what, call)
+
+
+def _quarantine(
+    chat: ChatKey,
+    events: tuple[MessageEvent, ...] | tuple[NonMessageEvent, ...],
+    gave_up: GaveUp,
+    turn_id: str | None = None,
+) -> Quarantine:
+    return Quarantine(chat, gave_up.what, events, gave_up.reason, gave_up.description, turn_id)
 
 
 def _count_turn(result: TurnResult, received: float, committing: float, done: float) -> None:

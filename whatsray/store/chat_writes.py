@@ -185,7 +185,7 @@ def _upsert_contacts(conn: DuckDBPyConnection, updates: Sequence[ContactUpdate])
     return [None] * len(updates)
 
 
-def _insert_inbound(conn: DuckDBPyConnection, rows: Sequence[InboundRow]) -> list[bool]:
+def insert_inbound_rows(conn: DuckDBPyConnection, rows: Sequence[InboundRow]) -> list[bool]:
     """Insert-if-absent keyed by wamid: False (and nothing written) for a message seen before,
     in the database or earlier in this group."""
     touches: dict[str, _ChatTouch] = {}
@@ -198,11 +198,12 @@ def insert_inbound(
     conn: DuckDBPyConnection,
     rows: Sequence[InboundRow],
     touches: dict[str, _ChatTouch],
-    turn_ids: dict[str, str] | None = None,
+    consumed: dict[str, Consumed] | None = None,
 ) -> list[bool]:
-    """`_insert_inbound`, leaving the chat rows to the caller (`touches`: one upsert for the
-    whole transaction). `turn_ids`: inputs stored already consumed by these turns."""
-    turn_ids = turn_ids or {}
+    """`insert_inbound_rows`, leaving the chat rows to the caller (`touches`: one upsert for the
+    whole transaction). `consumed`: inputs stored already consumed by these turns, with their
+    outcome; the others get their row's own outcome."""
+    consumed = consumed or {}
     first: dict[str, int] = {}
     for i, row in enumerate(rows):
         first.setdefault(row.message_id, i)
@@ -218,6 +219,8 @@ def insert_inbound(
             ("received_at", "DOUBLE"),
             ("wamid", "VARCHAR"),
             ("turn_id", "VARCHAR"),
+            ("outcome", "VARCHAR"),
+            ("outcome_ref", "VARCHAR"),
         ],
         [
             (
@@ -229,7 +232,7 @@ def insert_inbound(
                 r.at,
                 r.received_at,
                 _wamid(r),
-                turn_ids.get(r.message_id),
+                *_consumed_or_own(r, consumed.get(r.message_id)),
             )
             for r in unique
         ],
@@ -239,9 +242,9 @@ def insert_inbound(
         row[0]
         for row in conn.execute(
             "INSERT INTO messages (id, chat, direction, type, text, raw, wamid, status,"
-            " created_at, updated_at, turn_id) SELECT id, chat, 'in', type, text, raw, wamid,"
-            f" 'received', written_at, received_at, turn_id FROM ({source})"
-            " ON CONFLICT DO NOTHING RETURNING id",
+            " created_at, updated_at, turn_id, outcome, outcome_ref) SELECT id, chat, 'in',"
+            " type, text, raw, wamid, 'received', written_at, received_at, turn_id, outcome,"
+            f" outcome_ref FROM ({source}) ON CONFLICT DO NOTHING RETURNING id",
             params,
         ).fetchall()
     }
@@ -263,6 +266,38 @@ def insert_inbound(
 
 def _wamid(row: InboundRow) -> str | None:
     return None if row.scheduled else row.message_id
+
+
+@dataclass(frozen=True, slots=True)
+class Consumed:
+    """What a turn made of one of its inputs: its id and the input's outcome."""
+
+    turn_id: str
+    outcome: str  # answered, coalesced or handed_off
+
+
+def consumed_inputs(turns: Sequence[TurnRecord]) -> dict[str, Consumed]:
+    """The outcome of each turn's inputs: the newest is answered (or handed off, when the turn
+    handed the chat to a person), the earlier ones were coalesced into the same turn."""
+    out: dict[str, Consumed] = {}
+    for turn in turns:
+        last = len(turn.input_ids) - 1
+        for index, message_id in enumerate(turn.input_ids):
+            if index < last:
+                outcome = "coalesced"
+            else:
+                outcome = "handed_off" if turn.outcome == "handoff" else "answered"
+            out[message_id] = Consumed(turn.turn_id, outcome)
+    return out
+
+
+def _consumed_or_own(
+    row: InboundRow, consumed: Consumed | None
+) -> tuple[str | None, str, str | None]:
+    """(turn_id, outcome, outcome_ref) of a row about to be inserted."""
+    if consumed is None:
+        return None, row.outcome, row.outcome_ref
+    return consumed.turn_id, consumed.outcome, consumed.turn_id
 
 
 def insert_outbound(
@@ -350,7 +385,7 @@ def _record_turn_results(
     now = max(g.now for g in groups)
     touches: dict[str, _ChatTouch] = {}
     turns = {g.turn.turn_id: g.turn for g in groups if g.turn is not None}  # the last one wins
-    consumed = {mid: t.turn_id for t in turns.values() for mid in t.input_ids}
+    consumed = consumed_inputs(list(turns.values()))
 
     # Inputs first, stored as consumed by their turn.
     inbound = [row for g in groups for row in g.inbound]
@@ -473,14 +508,15 @@ def _insert_turns(conn: DuckDBPyConnection, turns: list[TurnRecord]) -> None:
 
 
 def _mark_consumed(
-    conn: DuckDBPyConnection, consumed: dict[str, str], turns: dict[str, TurnRecord]
+    conn: DuckDBPyConnection, consumed: dict[str, Consumed], turns: dict[str, TurnRecord]
 ) -> None:
     source, params = rows_table(
-        [("id", "VARCHAR"), ("chat", "VARCHAR"), ("turn_id", "VARCHAR")],
-        [(mid, turns[tid].chat, tid) for mid, tid in consumed.items()],
+        [("id", "VARCHAR"), ("chat", "VARCHAR"), ("turn_id", "VARCHAR"), ("outcome", "VARCHAR")],
+        [(mid, turns[c.turn_id].chat, c.turn_id, c.outcome) for mid, c in consumed.items()],
     )
     conn.execute(
-        f"UPDATE messages SET turn_id = u.turn_id FROM ({source}) u"
+        "UPDATE messages SET turn_id = u.turn_id, outcome = u.outcome, outcome_ref = u.turn_id"
+        f" FROM ({source}) u"
         " WHERE messages.id = u.id AND messages.chat = u.chat AND messages.direction = 'in'",
         params,
     )
@@ -547,7 +583,7 @@ def update_chat(
     )
 
 
-INBOUND: WriteKind[InboundRow, bool] = WriteKind("inbound", 10, _insert_inbound)
+INBOUND: WriteKind[InboundRow, bool] = WriteKind("inbound", 10, insert_inbound_rows)
 CONTACT: WriteKind[ContactUpdate, None] = WriteKind("contact", 15, _upsert_contacts)
 TURN_RESULTS: WriteKind[TurnResults, list[bool]] = WriteKind(
     "turn_results", 20, _record_turn_results

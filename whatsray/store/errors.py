@@ -19,6 +19,8 @@ class StoreError(Exception):
 class StoreClosedError(StoreError):
     """The store is not started, or is closing: the call was not applied."""
 
+    is_transient = True  # a restarting store opens again (whatsray.retries)
+
 
 class SchemaTooNewError(StoreError):
     """The database file was written by a newer whatsray (its schema version is unknown here)."""

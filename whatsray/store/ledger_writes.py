@@ -16,6 +16,7 @@ from typing import Any
 from duckdb import DuckDBPyConnection
 
 from whatsray.outbox.status import merge_status
+from whatsray.outbox.statuses import OUTSIDE_WINDOW
 from whatsray.store.errors import UnknownOutboundError
 from whatsray.store.rows import rows_table
 from whatsray.store.writer import WriteKind
@@ -273,8 +274,25 @@ def _add_dead_letters(conn: DuckDBPyConnection, requests: Sequence[DeadLetterReq
             f" created_at) SELECT *, ? FROM ({source})",
             [now, *params],
         )
+        outside = [letter[0] for letter in new_letters if letter[3] == OUTSIDE_WINDOW]
+        _note_outside_window(conn, outside)
     _write_back(conn, rows.values(), now)
     return results
+
+
+def _note_outside_window(conn: DuckDBPyConnection, letter_ids: list[str]) -> None:
+    """The inputs of a turn whose reply the window refused end `outside_window`, naming the
+    dead letter (docs/errors.md, "The account")."""
+    if not letter_ids:
+        return
+    conn.execute(
+        "UPDATE messages SET outcome = 'outside_window', outcome_ref = d.id FROM ("
+        " SELECT dl.id, unnest(t.input_ids) AS message_id FROM dead_letters dl"
+        " JOIN outbound o ON o.outbound_id = dl.outbound_id"
+        " JOIN turns t ON t.turn_id = o.turn_id WHERE dl.id IN (SELECT unnest(?::VARCHAR[]))"
+        ") d WHERE messages.id = d.message_id AND messages.direction = 'in'",
+        [letter_ids],
+    )
 
 
 def _apply_statuses(conn: DuckDBPyConnection, updates: Sequence[StatusUpdate]) -> list[str | None]:

@@ -49,7 +49,7 @@ __all__ = [
 
 _MESSAGE_COLUMNS = (
     "id, seq, chat, direction, type, text, raw, wamid, status, status_history, turn_id,"
-    " created_at, updated_at"
+    " outcome, outcome_ref, created_at, updated_at"
 )
 _CHAT_COLUMNS = (
     "chat, phone_number_id, user_id AS user, agent, handoff, last_inbound_at, created_at,"
@@ -230,7 +230,7 @@ def list_dead_letters(
 
 # Counting helpers (tests, metrics): table -> the filters a caller may use, all equality.
 _COUNTABLE: dict[str, frozenset[str]] = {
-    "messages": frozenset({"chat", "direction", "status", "turn_id"}),
+    "messages": frozenset({"chat", "direction", "status", "turn_id", "outcome"}),
     "chats": frozenset({"agent", "handoff"}),
     "contacts": frozenset(),
     "turns": frozenset({"chat", "agent", "outcome"}),

@@ -97,7 +97,9 @@ class MessageRecord(_ChatRecord):
     store's arrival order (Meta's timestamps have one-second resolution, so they cannot order a
     burst); it is also the cursor of `get_messages(before=...)`. `raw` is Meta's message payload
     (inbound) or the Graph API send body (outbound). `turn_id` is the turn that consumed an
-    inbound message (None: not processed yet) or that produced an outbound one.
+    inbound message (None: not processed yet) or that produced an outbound one. `outcome` is
+    what became of an inbound message (docs/errors.md, "The account"; None: not settled yet) and
+    `outcome_ref` the turn, quarantine record or dead letter it names.
     """
 
     id: str
@@ -110,6 +112,8 @@ class MessageRecord(_ChatRecord):
     status: str | None = None
     status_history: tuple[StatusChange, ...] = ()
     turn_id: str | None = None
+    outcome: str | None = None
+    outcome_ref: str | None = None
     created_at: float
     updated_at: float
 

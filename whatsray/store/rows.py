@@ -87,9 +87,14 @@ class InboundRow:
     scheduled: bool = False
     # False: the store wrote this contact's details lately (`ContactsSeen`): skip the upsert.
     update_contact: bool = True
+    # Its outcome when no turn consumes it in the same write (docs/errors.md, "The account").
+    outcome: str = "recorded"
+    outcome_ref: str | None = None
 
 
-def inbound_row(event: MessageEvent, now: float) -> InboundRow:
+def inbound_row(
+    event: MessageEvent, now: float, outcome: str = "recorded", outcome_ref: str | None = None
+) -> InboundRow:
     """Raises `ValueError` for an event that names no chat (nothing to file it under)."""
     if event.chat is None:
         raise ValueError(f"inbound message {event.idempotency_key!r} has no chat key")
@@ -109,6 +114,8 @@ def inbound_row(event: MessageEvent, now: float) -> InboundRow:
         bsuid=event.from_user_id,
         profile_name=event.profile_name,
         scheduled=scheduled,
+        outcome=outcome,
+        outcome_ref=outcome_ref,
     )
 
 

@@ -178,12 +178,38 @@ _V5 = (
     "ALTER TABLE contacts ADD COLUMN opted_in BOOLEAN DEFAULT false",
 )
 
+_V6 = (
+    # Every inbound message's one outcome (docs/errors.md, "The account"): answered, coalesced,
+    # recorded, handed_off, quarantined, not_served or outside_window; `outcome_ref` names the
+    # turn, quarantine record or dead letter. NULL: not settled (a replayed message, until its
+    # turn). Messages stored before this version were answered if a turn consumed them.
+    "ALTER TABLE messages ADD COLUMN outcome VARCHAR",
+    "ALTER TABLE messages ADD COLUMN outcome_ref VARCHAR",
+    "UPDATE messages SET outcome = CASE WHEN turn_id IS NULL THEN 'recorded' ELSE 'answered'"
+    " END, outcome_ref = turn_id WHERE direction = 'in'",
+    # Items the pipeline gave up on (whatsray.store.quarantine): why, and the events themselves
+    # as the inbox held them, so that the admin API can replay them.
+    """CREATE TABLE quarantine (
+        id VARCHAR PRIMARY KEY,
+        chat VARCHAR,
+        stage VARCHAR NOT NULL,
+        reason VARCHAR NOT NULL,
+        error VARCHAR NOT NULL,
+        event_ids VARCHAR[] NOT NULL,
+        events VARCHAR NOT NULL,
+        turn_id VARCHAR,
+        created_at DOUBLE NOT NULL,
+        replayed_at DOUBLE
+    )""",
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "contacts, chats, messages, turns, sessions, outbound, dead letters", _V1),
     Migration(2, "tool calls of turns", _V2),
     Migration(3, "scheduled jobs and their runs", _V3),
     Migration(4, "the purpose of outbound messages (templates outside the window)", _V4),
     Migration(5, "contacts opt in to greetings", _V5),
+    Migration(6, "the outcome of every inbound message; quarantined items", _V6),
 )
 
 SCHEMA_VERSION = MIGRATIONS[-1].version

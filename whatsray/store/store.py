@@ -56,6 +56,7 @@ from whatsray.store.ledger_writes import (
 )
 from whatsray.store.migrations import Migration, current_version, migrate
 from whatsray.store.opt_in import OptInMixin
+from whatsray.store.quarantine import QuarantineMixin
 from whatsray.store.records import (
     ChatRecord,
     Contact,
@@ -92,7 +93,7 @@ def _new_dead_letter_id() -> str:
     return f"dl_{uuid.uuid4().hex}"
 
 
-class Store(JobsMixin, OptInMixin):
+class Store(JobsMixin, OptInMixin, QuarantineMixin):
     """contacts, chats, messages, turns, sessions, the outbound ledger, dead letters, the
     scheduler's jobs and job runs (`JobsMixin`), and contacts' opt-in (`OptInMixin`).
 
@@ -216,9 +217,12 @@ class Store(JobsMixin, OptInMixin):
 
     # -- chats, contacts, messages, turns, sessions --------------------------------------------
 
-    async def record_inbound(self, event: MessageEvent) -> bool:
-        """Store an inbound message (and its chat and contact). False: this wamid is known."""
-        return await self._write(INBOUND, inbound_row(event, self._now()))
+    async def record_inbound(
+        self, event: MessageEvent, outcome: str = "recorded", outcome_ref: str | None = None
+    ) -> bool:
+        """Store an inbound message (and its chat and contact) with its outcome (it needs no
+        turn, or is handed off). False: this wamid is known."""
+        return await self._write(INBOUND, inbound_row(event, self._now(), outcome, outcome_ref))
 
     async def upsert_contact(
         self,
