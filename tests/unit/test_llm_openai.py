@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
+from random import Random
 
 import httpx
 import pytest
@@ -23,8 +24,9 @@ from whatsray.llm import (
     ToolCall,
     ToolSpec,
 )
-from whatsray.llm.openai_compatible import parse_retry_after
+from whatsray.llm.openai_compatible import DEFAULT_BACKOFF
 from whatsray.llm.openai_schema import reply_from_openai, response_format_for
+from whatsray.retries import parse_retry_after
 
 BASE_URL = "http://llm.test/v1"
 HELLO = [ChatMessage.system("Be brief."), ChatMessage.user("hi there")]
@@ -426,12 +428,21 @@ def test_invalid_settings_are_refused(http):
         OpenAICompatibleEngine(http, BASE_URL, None, "m", max_retries=-1)
 
 
-def test_backoff_grows_caps_and_jitters():
-    backoff = Backoff(initial_s=0.5, multiplier=2.0, max_s=3.0, jitter=0.0)
+def test_the_default_backoff_is_half_a_second_doubling_to_eight_with_ten_percent_jitter():
+    assert [DEFAULT_BACKOFF.nominal(n) for n in (1, 2, 3, 4, 5, 6)] == [0.5, 1, 2, 4, 8, 8]
+    assert DEFAULT_BACKOFF.jitter == 0.1
+    backoff = Backoff(initial_s=0.5, factor=2.0, max_s=3.0, jitter=0.0)
     assert [backoff.delay(n) for n in (1, 2, 3, 4, 5)] == [0.5, 1.0, 2.0, 3.0, 3.0]
-    jittered = Backoff(initial_s=1.0, jitter=0.2)
-    assert jittered.delay(1, rand=0.0) == pytest.approx(0.8)
-    assert jittered.delay(1, rand=1.0) == pytest.approx(1.2)
+
+
+async def test_the_engine_draws_its_jitter_from_the_injected_rng(http, fake, time_):
+    fake.then(Status(503, "busy"), Status(503, "busy"), Complete(content="ok"))
+    engine = make_engine(http, time_, backoff=Backoff(initial_s=1.0, jitter=0.2), rng=Random(7))
+    assert (await engine.chat(HELLO)).content == "ok"
+    draws = Random(7)
+    expected = [1.0 * draws.uniform(0.8, 1.2), 2.0 * draws.uniform(0.8, 1.2)]
+    assert time_.sleeps == pytest.approx(expected)
+    assert all(0.8 <= s / n <= 1.2 for s, n in zip(time_.sleeps, (1.0, 2.0), strict=True))
 
 
 @pytest.mark.parametrize(

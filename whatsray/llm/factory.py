@@ -25,7 +25,7 @@ import httpx
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from whatsray.llm.llamacpp import LlamaCppEngine
-from whatsray.llm.openai_compatible import Backoff, OpenAICompatibleEngine
+from whatsray.llm.openai_compatible import DEFAULT_BACKOFF, Backoff, OpenAICompatibleEngine
 from whatsray.llm.protocol import ChatEngine, LLMConfigError
 from whatsray.llm.scripted import KeywordRules, ScriptedEngine, echo
 from whatsray.llm.vllm_engine import VLLM_INSTALL_HINT, VLLMEngine, VLLMOptions
@@ -211,7 +211,11 @@ def _build_openai(
         spec.model,
         timeout_s=spec.timeout_s,
         max_retries=spec.max_retries,
-        backoff=Backoff(initial_s=spec.backoff_initial_s, max_s=spec.backoff_max_s),
+        backoff=Backoff(
+            initial_s=spec.backoff_initial_s,
+            max_s=spec.backoff_max_s,
+            jitter=DEFAULT_BACKOFF.jitter,
+        ),
         max_retry_after_s=spec.max_retry_after_s,
         max_tokens=spec.max_tokens,
         temperature=spec.temperature,

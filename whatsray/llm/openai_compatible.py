@@ -2,8 +2,8 @@
 
 `POST {base_url}/chat/completions` through an injected `httpx.AsyncClient`. Transient failures
 (connect errors, timeouts, 408, 409, 429, 5xx) are retried with exponential backoff, honouring
-`Retry-After`; everything else becomes a typed `LLMError` at once. A chat completion has no side
-effects, so resending after a timeout is safe.
+`Retry-After` (the core's one rule: `whatsray.retries`); everything else becomes a typed
+`LLMError` at once. A chat completion has no side effects, so resending after a timeout is safe.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -40,23 +39,21 @@ from whatsray.llm.protocol import (
     ToolChoice,
     ToolSpec,
 )
+from whatsray.retries import Backoff, parse_retry_after
+
+__all__ = [
+    "DEFAULT_BACKOFF",
+    "Backoff",
+    "OpenAICompatibleEngine",
+    "error_for_response",
+    "parse_retry_after",
+]
 
 logger = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class Backoff:
-    """Wait before retry n (1-based): `initial_s * multiplier**(n-1)`, capped at `max_s`, then
-    spread by +-`jitter` (a fraction) so that many clients do not retry in lockstep."""
-
-    initial_s: float = 0.5
-    multiplier: float = 2.0
-    max_s: float = 8.0
-    jitter: float = 0.1
-
-    def delay(self, retry: int, rand: float = 0.5) -> float:
-        base = min(self.max_s, self.initial_s * self.multiplier ** max(0, retry - 1))
-        return max(0.0, base * (1.0 + self.jitter * (2.0 * rand - 1.0)))
+DEFAULT_BACKOFF = Backoff(initial_s=0.5, factor=2.0, max_s=8.0, jitter=0.1)
+"""0.5 s, 1 s, 2 s ... capped at 8 s, +-10 %."""
 
 
 class OpenAICompatibleEngine:
@@ -89,7 +86,7 @@ class OpenAICompatibleEngine:
         owns_http: bool = False,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         clock: Callable[[], float] = time.monotonic,
-        rand: Callable[[], float] = random.random,
+        rng: random.Random | None = None,
     ) -> None:
         if timeout_s <= 0:
             raise ValueError(f"timeout_s must be > 0, got {timeout_s}")
@@ -100,7 +97,7 @@ class OpenAICompatibleEngine:
         self.model = model
         self.timeout_s = timeout_s
         self.max_retries = max_retries
-        self.backoff = backoff or Backoff()
+        self.backoff = backoff or DEFAULT_BACKOFF
         self.max_retry_after_s = max_retry_after_s
         self.max_tokens = max_tokens
         self.temperature = temperature
@@ -111,7 +108,7 @@ class OpenAICompatibleEngine:
         self._owns_http = owns_http
         self._sleep = sleep
         self._clock = clock
-        self._rand = rand
+        self._rng = rng
         self._closed = False
 
     def __repr__(self) -> str:  # never shows the key
@@ -245,12 +242,9 @@ class OpenAICompatibleEngine:
         """Seconds to wait before the next attempt, or None to give up and raise `exc`."""
         if not exc.is_transient or attempt > self.max_retries:
             return None
-        wait = self.backoff.delay(attempt, self._rand())
-        if exc.retry_after is not None:
-            if exc.retry_after > self.max_retry_after_s:
-                return None
-            wait = max(wait, exc.retry_after)
-        return wait
+        if exc.retry_after is not None and exc.retry_after > self.max_retry_after_s:
+            return None
+        return self.backoff.delay(attempt, exc.retry_after, self._rng)
 
 
 def error_for_response(response: httpx.Response, *, engine: str) -> LLMError:
@@ -271,21 +265,6 @@ def error_for_response(response: httpx.Response, *, engine: str) -> LLMError:
             return LLMContextTooLong(text, **kwargs)
         return LLMBadRequest(text, **kwargs)
     return LLMBadResponse(text, **kwargs)  # 1xx / 3xx: not a chat-completions server
-
-
-def parse_retry_after(headers: httpx.Headers) -> float | None:
-    """`retry-after-ms` (OpenAI) or `Retry-After` in seconds; an HTTP date is ignored."""
-    for name, scale in (("retry-after-ms", 0.001), ("retry-after", 1.0)):
-        value = headers.get(name)
-        if value is None:
-            continue
-        try:
-            seconds = float(value) * scale
-        except ValueError:
-            continue
-        if seconds >= 0:
-            return seconds
-    return None
 
 
 def _server_message(response: httpx.Response) -> tuple[str | None, str | None]:

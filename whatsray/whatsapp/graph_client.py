@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 from pydantic import BaseModel, ConfigDict
 
+from whatsray.retries import parse_retry_after
 from whatsray.whatsapp.errors import (
     GraphTimeoutError,
     MetaApiError,
@@ -317,12 +318,11 @@ class GraphClient:
 
 def _error_with_retry_after(response: httpx.Response) -> MetaApiError:
     error = error_from_response(response.status_code, response.content)
-    header = response.headers.get("Retry-After")
-    if header is not None:
-        try:
-            error.retry_after = max(0.0, float(header))
-        except ValueError:
-            logger.info("ignoring non-numeric Retry-After header %r", header)
+    retry_after = parse_retry_after(response.headers)
+    if retry_after is not None:
+        error.retry_after = retry_after
+    elif "Retry-After" in response.headers:
+        logger.info("ignoring unusable Retry-After header %r", response.headers["Retry-After"])
     return error
 
 
