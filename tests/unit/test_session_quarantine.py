@@ -1,10 +1,8 @@
 """Nothing wedges (docs/errors.md): a permanent failure, or a transient one that outlasts its
-deadline, quarantines the one item, acks it, and the chat goes on with its next message."""
+deadline, quarantines the one item, acks it, and the chat goes on with its next message. And a
+message that asks for no answer (a reaction) is recorded, not answered."""
 
 from __future__ import annotations
-
-from whatsray.session import PolicyMode, SessionConfig, SessionState
-from whatsray.whatsapp.errors import MessageValidationError
 
 from tests.unit.session_harness import (
     FakeBackend,
@@ -16,6 +14,10 @@ from tests.unit.session_harness import (
     policy,
     settle,
 )
+from whatsray.session import PolicyMode, SessionConfig, SessionState
+from whatsray.whatsapp.errors import MessageValidationError
+from whatsray.whatsapp.events import MessageEvent
+from whatsray.whatsapp.message_content import MessageType, ReactionContent
 
 ENQUEUE = policy(PolicyMode.ENQUEUE)
 
@@ -24,9 +26,7 @@ def invalid_from() -> Exception:
     return MessageValidationError("'from' is neither a phone number nor a BSUID", code=100)
 
 
-async def test_a_permanent_commit_failure_is_quarantined_at_once_and_the_next_message_answered() -> (
-    None
-):
+async def test_a_permanent_commit_failure_is_quarantined_at_once_and_the_chat_goes_on() -> None:
     clock = FakeClock()
     backend = FakeBackend(policy=ENQUEUE, commit_failures=1, failure=invalid_from)
     registry = backend.registry(clock)
@@ -105,9 +105,7 @@ async def test_messages_that_cannot_be_recorded_in_a_handoff_are_quarantined() -
     assert sorted(backend.acks) == ["tok-h1", "tok-h2"]
 
 
-async def test_when_even_the_quarantine_record_fails_the_item_stays_unacked_for_redelivery() -> (
-    None
-):
+async def test_when_the_quarantine_record_fails_too_the_item_stays_unacked() -> None:
     clock = FakeClock()
     backend = FakeBackend(
         policy=ENQUEUE,
@@ -123,3 +121,42 @@ async def test_when_even_the_quarantine_record_fails_the_item_stays_unacked_for_
     assert backend.acks == ["tok-y"]  # x is not acked: the stream gives it back at the next start
     assert [r.input_ids for r, _ in backend.commits] == [("y",)]
     assert registry.stats().unacked == 0  # and the session does not count it as its own any more
+
+
+def reaction(wamid: str, to: str) -> MessageEvent:
+    chat = chat_key()
+    return MessageEvent(
+        idempotency_key=wamid,
+        chat=chat,
+        phone_number_id=chat.phone_number_id,
+        message_id=wamid,
+        type=MessageType.REACTION,
+        raw_type="reaction",
+        content=ReactionContent(message_id=to, emoji="👍"),
+        from_phone=chat.user,
+    )
+
+
+async def test_a_reaction_is_recorded_without_a_turn_even_during_one() -> None:
+    clock = FakeClock()
+    backend = FakeBackend(policy=ENQUEUE)
+    registry = backend.registry(clock)
+    await registry.deliver(entry(message("m1")))
+    await registry.deliver(entry(reaction("r1", to="out-1")))
+    await registry.deliver(entry(message("m2")))
+    await idle(registry)
+    assert [r.input_ids for r, _ in backend.commits] == [("m1",), ("m2",)]
+    assert [(ids, reason) for _, ids, reason in backend.records] == [(("r1",), "no_turn")]
+    assert sorted(backend.acks) == ["tok-m1", "tok-m2", "tok-r1"]
+    assert registry.stats().unacked == 0
+
+
+async def test_in_a_handed_off_chat_a_reaction_goes_to_the_person_like_any_message() -> None:
+    clock = FakeClock()
+    backend = FakeBackend(policy=ENQUEUE, seed={str(chat_key()): SessionState(handoff=True)})
+    registry = backend.registry(clock)
+    await registry.deliver(entry(message("m0")))  # loads the state: handed off
+    await idle(registry)
+    await registry.deliver(entry(reaction("r1", to="out-1")))
+    await idle(registry)
+    assert [reason for _, _, reason in backend.records] == ["handoff", "handoff"]

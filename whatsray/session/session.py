@@ -47,6 +47,7 @@ from whatsray.session.turns import (
     TurnOutcome,
     TurnRequest,
     TurnResult,
+    needs_no_turn,
     turn_id_for,
 )
 from whatsray.whatsapp.events import ChatKey, MessageEvent
@@ -235,6 +236,10 @@ class Session:
                 continue
             work.tokens[event_id] = [token]
             pending = _Pending(event, arrived_at)
+            # A reaction, a system update: stored, never answered (a person in charge sees it).
+            if needs_no_turn(event) and not (memory is not None and memory.handoff):
+                await self._record_without_turn(work, [pending], "no_turn")
+                continue
             work.pending.append(pending)
             new.append(pending)
         return new

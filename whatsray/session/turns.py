@@ -16,9 +16,11 @@ from typing import Any, Literal, Protocol
 
 from whatsray.session.state import HistoryMessage
 from whatsray.whatsapp.events import ChatKey, ErrorEvent, MessageEvent, OtherEvent, StatusEvent
+from whatsray.whatsapp.message_content import MessageType
 
 __all__ = [
     "CANCELLED",
+    "NO_TURN_TYPES",
     "AnyEvent",
     "Inbound",
     "InboundEntry",
@@ -32,6 +34,7 @@ __all__ = [
     "TurnRequest",
     "TurnResult",
     "TurnUsage",
+    "needs_no_turn",
     "turn_id_for",
 ]
 
@@ -41,8 +44,18 @@ NonMessageEvent = StatusEvent | ErrorEvent | OtherEvent
 # A reply part: plain text, or a whole Graph API send body (what `OutboundItem.body` holds).
 ReplyPart = str | dict[str, Any]
 
-# Why messages were recorded without a turn (see `SessionHooks.record_messages`).
-RecordReason = Literal["handoff", "rejected"]
+# Why messages were recorded without a turn (see `SessionHooks.record_messages`): a person is in
+# charge, the reject policy answered, or the message asks for no answer (a reaction, a system
+# update: `needs_no_turn`).
+RecordReason = Literal["handoff", "rejected", "no_turn"]
+
+# Messages that tell the bot something but ask it nothing: stored, never a turn (docs/errors.md).
+NO_TURN_TYPES = frozenset({MessageType.REACTION, MessageType.SYSTEM})
+
+
+def needs_no_turn(event: MessageEvent) -> bool:
+    return event.type in NO_TURN_TYPES
+
 
 CANCELLED = "cancelled"  # the result of a tool call whose turn was cancelled
 
