@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import pickle
 from collections import defaultdict
 
@@ -437,3 +438,52 @@ async def test_backlog_counts_unread_then_pending_entries_with_the_oldest_ones_a
     assert backlog.oldest_pending_s == 90.0
     await inbox.ack(partition, [first.entry_id])
     assert (await inbox.backlog(partition)).pending == 1
+
+
+async def test_more_concurrent_appends_than_connections_wait_for_one(
+    valkey_url: str, redis: aioredis.Redis
+) -> None:
+    # A backlog at the ingress: many requests at once, a small pool. Each waits its turn for a
+    # connection instead of failing (redis-py's default pool raises "Too many connections").
+    events = [message(f"1555{n:07d}", f"wamid.pool{n}") for n in range(200)]
+    async with Inbox.from_url(valkey_url, partitions=4, max_connections=4) as inbox:
+        results = await asyncio.gather(*(inbox.append([event]) for event in events))
+        assert inbox._redis.connection_pool.max_connections == 4
+    assert all(not r.outcomes[0].duplicate for r in results)
+    assert sum([await Inbox(redis, partitions=4).length(p) for p in range(4)]) == 200
+
+    # The control: the same burst through an unbounded-failing default pool of the same size.
+    client = aioredis.Redis.from_url(valkey_url, max_connections=4)
+    try:
+        burst = [message(f"1556{n:07d}", f"wamid.burst{n}") for n in range(200)]
+        inbox = Inbox(client, partitions=4)
+        outcomes = await asyncio.gather(*(inbox.append([e]) for e in burst), return_exceptions=True)
+    finally:
+        await client.aclose()
+    assert any(isinstance(o, InboxUnavailable) for o in outcomes)
+
+
+async def test_a_call_that_waits_too_long_for_a_connection_is_unavailable(
+    valkey_url: str, redis: aioredis.Redis
+) -> None:
+    async with Inbox.from_url(
+        valkey_url, partitions=4, max_connections=1, pool_timeout_s=0.2
+    ) as inbox:
+        await inbox.ensure_group(0)
+        reader = asyncio.create_task(inbox.read_new(0, "host", block_ms=5000))  # holds the one
+        try:
+            for _ in range(1000):  # until the read blocks in Valkey
+                if any(c.get("cmd") == "xreadgroup" for c in await redis.client_list()):
+                    break
+                await asyncio.sleep(0.01)
+            else:
+                raise AssertionError("the read never blocked")
+            with pytest.raises(InboxUnavailable, match="No connection available"):
+                await inbox.append([message("15550001818", "wamid.starved")])
+        finally:
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reader
+    assert await redis.exists(inbox.dedupe_key("wamid.starved")) == 0
+    with pytest.raises(ValueError, match="max_connections"):
+        Inbox.from_url(valkey_url, partitions=4, max_connections=0)

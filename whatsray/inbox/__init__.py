@@ -7,7 +7,13 @@ from __future__ import annotations
 
 from whatsray.inbox.embedded import EmbeddedValkey
 from whatsray.inbox.partitioning import NO_CHAT_PARTITION, partition_for, partition_of_event
-from whatsray.inbox.streams import DEFAULT_GROUP, DEFAULT_STREAM_PREFIX, MIN_DEDUPE_TTL_S, Inbox
+from whatsray.inbox.streams import (
+    DEFAULT_GROUP,
+    DEFAULT_STREAM_PREFIX,
+    MIN_DEDUPE_TTL_S,
+    UNRESOLVED_CAP,
+    Inbox,
+)
 from whatsray.inbox.values import (
     AppendOutcome,
     AppendResult,
@@ -17,6 +23,7 @@ from whatsray.inbox.values import (
     InboxLayoutMismatch,
     InboxUnavailable,
     PartitionBacklog,
+    UnresolvedEntry,
 )
 
 __all__ = [
@@ -24,6 +31,7 @@ __all__ = [
     "DEFAULT_STREAM_PREFIX",
     "MIN_DEDUPE_TTL_S",
     "NO_CHAT_PARTITION",
+    "UNRESOLVED_CAP",
     "AppendOutcome",
     "AppendResult",
     "ClaimBatch",
@@ -34,6 +42,7 @@ __all__ = [
     "InboxLayoutMismatch",
     "InboxUnavailable",
     "PartitionBacklog",
+    "UnresolvedEntry",
     "partition_for",
     "partition_of_event",
 ]

@@ -37,8 +37,9 @@ def stream_entries(reply: Any) -> list[tuple[Any, Any]]:
 
 
 def decode_entry(
-    partition: int, entry_id: Any, fields: Any, delivery_count: int | None
+    partition: int, entry_id: Any, fields: Any, delivery_count: int | None, *, quiet: bool = False
 ) -> InboxEntry:
+    """The entry as a value; a poison one is logged, unless `quiet` (a listing, not a read)."""
     entry_id = text_of(entry_id)
     raw = {text_of(k): text_of(v) for k, v in (fields or {}).items()}
     payload = None if not fields else fields.get(b"event", fields.get("event"))
@@ -56,5 +57,6 @@ def decode_entry(
             reason = f"event does not decode: {exc.error_count()} error(s), first: {first}"
         else:
             return InboxEntry(partition, entry_id, event, delivery_count)
-    log.warning("partition %d: poison entry %s: %s", partition, entry_id, reason)
+    if not quiet:
+        log.warning("partition %d: poison entry %s: %s", partition, entry_id, reason)
     return InboxEntry(partition, entry_id, None, delivery_count, poison=reason, raw=raw)

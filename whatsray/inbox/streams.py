@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, Self, TypeVar
+from typing import Any, Literal, Self, TypeVar
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
@@ -30,6 +30,12 @@ from redis.exceptions import (
     TimeoutError as RedisTimeoutError,
 )
 
+from whatsray.inbox.account_scripts import (
+    REPLAY_SCRIPT,
+    REPLAY_SCRIPT_SHA,
+    SUMMARY_SCRIPT,
+    SUMMARY_SCRIPT_SHA,
+)
 from whatsray.inbox.append_script import APPEND_SCRIPT, APPEND_SCRIPT_SHA
 from whatsray.inbox.entries import EVENTS, decode_entry, stream_entries, text_of
 from whatsray.inbox.partitioning import partition_of_event
@@ -42,10 +48,11 @@ from whatsray.inbox.values import (
     InboxLayoutMismatch,
     InboxUnavailable,
     PartitionBacklog,
+    UnresolvedEntry,
 )
 from whatsray.whatsapp.events import Event
 
-__all__ = ["DEFAULT_GROUP", "DEFAULT_STREAM_PREFIX", "MIN_DEDUPE_TTL_S", "Inbox"]
+__all__ = ["DEFAULT_GROUP", "DEFAULT_STREAM_PREFIX", "MIN_DEDUPE_TTL_S", "UNRESOLVED_CAP", "Inbox"]
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +60,13 @@ DEFAULT_STREAM_PREFIX = "whatsray:inbox"
 DEFAULT_GROUP = "session-hosts"
 MIN_DEDUPE_TTL_S = 7 * 24 * 3600
 """Meta redelivers a webhook for up to 7 days: a shorter dedupe memory would let one through."""
+DEFAULT_MAX_CONNECTIONS = 64
+"""Connections of one `Inbox.from_url` client: an ingress replica's concurrent appends, or a
+session host's blocking read plus its acks and metrics."""
+
+UNRESOLVED_CAP = 10_000
+"""`unresolved_summary` counts at most this many entries per partition."""
+_MAX_SEQ = 2**64 - 1  # the largest sequence part of a stream entry id
 
 # An outage, not a bug: the caller may retry later (the ingress answers 503).
 _UNAVAILABLE = (
@@ -109,6 +123,8 @@ class Inbox:
         partitions: int,
         socket_timeout_s: float = 10.0,
         connect_timeout_s: float = 2.0,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        pool_timeout_s: float = 2.0,
         **options: Any,
     ) -> Inbox:
         """An inbox over a client it builds and owns (closed by `close()`).
@@ -116,14 +132,24 @@ class Inbox:
         Few, quick retries: when Redis is down the ingress should answer 503 within a second or
         so, not after the client's default ten backoffs. Retrying a script is safe: the dedupe
         key makes a second run a no-op.
+
+        The pool is bounded and blocking: beyond `max_connections` calls at once, a call waits
+        for a free connection, up to `pool_timeout_s`, then fails as `InboxUnavailable` (503).
+        redis-py's default pool fails at once past its limit instead, which turned a backlog
+        into a cascade of 503s.
         """
-        client = aioredis.Redis.from_url(
+        if max_connections < 1 or pool_timeout_s <= 0:
+            raise ValueError("max_connections must be >= 1 and pool_timeout_s > 0")
+        pool = aioredis.BlockingConnectionPool.from_url(
             url,
+            max_connections=max_connections,
+            timeout=pool_timeout_s,
             socket_timeout=socket_timeout_s,
             socket_connect_timeout=connect_timeout_s,
             retry=Retry(ExponentialBackoff(cap=0.2, base=0.02), retries=2),
             health_check_interval=30,
         )
+        client = aioredis.Redis.from_pool(pool)  # the client owns the pool: closes it too
         inbox = cls(client, partitions=partitions, **options)
         inbox._owns_client = True
         return inbox
@@ -179,6 +205,34 @@ class Inbox:
                     duplicate=int(flag) == 0,
                 )
                 for index, (event, partition, (flag, entry_id)) in enumerate(
+                    zip(events, partitions, reply, strict=True)
+                )
+            )
+        )
+
+    async def append_replay(self, events: Sequence[Event]) -> AppendResult:
+        """Append `events` again, without the dedupe check: a replay of events the dedupe keys
+        have already seen (a quarantined item). One script call, all or nothing; every outcome
+        is new (`duplicate=False`). Raises `InboxUnavailable` when Redis cannot take the write:
+        then nothing was stored."""
+        if not events:
+            return AppendResult(outcomes=())
+        partitions = [partition_of_event(event, self.partitions) for event in events]
+        keys = [self.stream_key(partition) for partition in partitions]
+        args: list[str | bytes | int] = [self.maxlen or 0]
+        args += [EVENTS.dump_json(event) for event in events]
+        with _translated_errors("append_replay"):
+            reply = await self._run_script(REPLAY_SCRIPT, REPLAY_SCRIPT_SHA, keys, args)
+        return AppendResult(
+            outcomes=tuple(
+                AppendOutcome(
+                    index=index,
+                    idempotency_key=event.idempotency_key,
+                    partition=partition,
+                    entry_id=text_of(entry_id),
+                    duplicate=False,
+                )
+                for index, (event, partition, entry_id) in enumerate(
                     zip(events, partitions, reply, strict=True)
                 )
             )
@@ -376,6 +430,81 @@ class Inbox:
         oldest_s = max(0.0, (now_ms - int(text_of(oldest).split("-")[0])) / 1000) if oldest else 0.0
         return PartitionBacklog(partition, lag, pending, oldest_s)
 
+    async def unresolved(
+        self, partition: int, older_than_s: float, limit: int = 100, now_ms: int | None = None
+    ) -> list[UnresolvedEntry]:
+        """The partition's entries without an outcome for more than `older_than_s`, oldest first,
+        at most `limit`: those delivered and never acked (`pending`, XPENDING), then those the
+        group has not read yet (`undelivered`: after its last delivered id). Without the group
+        (no host started yet) every entry of the stream is undelivered. For the admin API."""
+        if limit < 1:
+            raise ValueError(f"limit must be at least 1, got {limit}")
+        key = self.stream_key(partition)
+        with _translated_errors("unresolved"):
+            if now_ms is None:
+                now_ms = await self._now_ms()
+            cutoff = _cutoff_id(now_ms, older_than_s)
+            if cutoff is None:
+                return []
+            try:
+                groups = await self._redis.xinfo_groups(key)
+            except ResponseError as exc:
+                if "no such key" in str(exc):
+                    return []
+                raise
+            ours = [g for g in groups if text_of(g["name"]) == self.group]
+            pending: list[Any] = []
+            start = "-"
+            if ours:
+                start = f"({text_of(ours[0]['last-delivered-id'])}"
+                pending = await self._redis.xpending_range(
+                    key, self.group, min="-", max=cutoff, count=limit
+                )
+            fields_of: dict[str, Any] = {}
+            if pending:  # their fields, one XRANGE each, in one round trip
+                pipe = self._redis.pipeline(transaction=False)
+                for row in pending:
+                    pipe.xrange(key, row["message_id"], row["message_id"])
+                for found in await pipe.execute():
+                    fields_of.update((text_of(i), f) for i, f in found)
+            undelivered: list[Any] = []
+            if len(pending) < limit:
+                found = await self._redis.xrange(key, start, cutoff, count=limit - len(pending))
+                undelivered = list(found or ())
+        entries = [
+            _unresolved(
+                partition,
+                "pending",
+                text_of(row["message_id"]),
+                fields_of.get(text_of(row["message_id"])),
+                int(row["times_delivered"]),
+                now_ms,
+            )
+            for row in pending
+        ]
+        entries += [
+            _unresolved(partition, "undelivered", text_of(entry_id), fields, None, now_ms)
+            for entry_id, fields in undelivered
+        ]
+        return entries
+
+    async def unresolved_summary(
+        self, partition: int, older_than_s: float, now_ms: int | None = None
+    ) -> tuple[int, float]:
+        """`(count, oldest_age_s)` for the gauges: how many of the partition's entries have had
+        no outcome for more than `older_than_s` (pending or undelivered, at most
+        `UNRESOLVED_CAP`), and the age of its oldest unacked entry (0 when none). One read-only
+        script call that sends no entry back: cheap enough every few seconds."""
+        key = self.stream_key(partition)
+        with _translated_errors("unresolved_summary"):
+            if now_ms is None:
+                now_ms = await self._now_ms()
+            cutoff = _cutoff_id(now_ms, older_than_s) or "0-0"  # 0-0: no entry is that old
+            count, oldest = await self._run_script(
+                SUMMARY_SCRIPT, SUMMARY_SCRIPT_SHA, [key], [self.group, cutoff, UNRESOLVED_CAP]
+            )
+        return int(count), _age_s(text_of(oldest), now_ms) if oldest else 0.0
+
     async def length(self, partition: int) -> int:
         """Entries in the partition's stream, acked or not (until `maxlen` trims them)."""
         with _translated_errors("length"):
@@ -396,6 +525,19 @@ class Inbox:
             )
 
     # -- helpers ------------------------------------------------------------------------------
+
+    async def _run_script(
+        self, script: str, sha: str, keys: Sequence[str], args: Sequence[str | bytes | int]
+    ) -> Any:
+        try:
+            return await self._redis.evalsha(sha, len(keys), *keys, *args)
+        except NoScriptError:  # not cached (a restart, a SCRIPT FLUSH): EVAL loads it again
+            return await self._redis.eval(script, len(keys), *keys, *args)
+
+    async def _now_ms(self) -> int:
+        """Redis's clock, which stamped the entry ids."""
+        seconds, micros = await self._redis.time()
+        return int(seconds) * 1000 + int(micros) // 1000
 
     async def _group_call(
         self, partition: int, action: str, call: Callable[[], Awaitable[_T]]
@@ -427,6 +569,40 @@ class Inbox:
                 consumername=consumer,
             )
         return {text_of(d["message_id"]): int(d["times_delivered"]) for d in details}
+
+
+def _age_s(entry_id: str, now_ms: int) -> float:
+    """An entry's age: its id starts with the milliseconds it was appended at."""
+    return max(0.0, (now_ms - int(entry_id.split("-")[0])) / 1000)
+
+
+def _cutoff_id(now_ms: int, older_than_s: float) -> str | None:
+    """The last entry id at least `older_than_s` old (None: none can be, the clock is younger)."""
+    cutoff_ms = now_ms - int(older_than_s * 1000)
+    return f"{cutoff_ms}-{_MAX_SEQ}" if cutoff_ms >= 0 else None
+
+
+def _unresolved(
+    partition: int,
+    state: Literal["pending", "undelivered"],
+    entry_id: str,
+    fields: Any,
+    deliveries: int | None,
+    now_ms: int,
+) -> UnresolvedEntry:
+    entry = decode_entry(partition, entry_id, fields, deliveries, quiet=True)
+    event = entry.event
+    return UnresolvedEntry(
+        partition=partition,
+        entry_id=entry_id,
+        state=state,
+        age_s=_age_s(entry_id, now_ms),
+        deliveries=deliveries,
+        kind="poison" if event is None else event.kind,
+        event_id=None if event is None else event.idempotency_key,
+        chat=None if event is None or event.chat is None else str(event.chat),
+        poison=entry.poison,
+    )
 
 
 @contextmanager

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Literal
 
 from whatsray.whatsapp.events import Event
 
@@ -18,6 +19,7 @@ __all__ = [
     "InboxError",
     "InboxLayoutMismatch",
     "InboxUnavailable",
+    "UnresolvedEntry",
 ]
 
 
@@ -30,6 +32,8 @@ class InboxUnavailable(InboxError):
 
     Nothing was stored by the call that raised it. The ingress answers 503, so Meta retries.
     """
+
+    is_transient = True  # whatsray.retries
 
 
 class InboxLayoutMismatch(InboxError):
@@ -111,3 +115,21 @@ class ClaimBatch:
     @property
     def done(self) -> bool:
         return self.next_start_id == "0-0"
+
+
+@dataclass(frozen=True, slots=True)
+class UnresolvedEntry:
+    """An inbox entry without an outcome yet (`Inbox.unresolved`): delivered to the group and
+    never acked (`pending`), or appended after the group's last delivered entry and not read yet
+    (`undelivered`). `kind` is the event's kind, or "poison" for an entry that does not decode
+    (`poison` says why; `event_id` and `chat` are then None)."""
+
+    partition: int
+    entry_id: str
+    state: Literal["pending", "undelivered"]
+    age_s: float  # from the entry id's milliseconds
+    deliveries: int | None = None  # how often the group delivered it (pending only)
+    kind: str | None = None
+    event_id: str | None = None  # the event's idempotency key (a message's wamid)
+    chat: str | None = None
+    poison: str | None = None

@@ -8,6 +8,11 @@ harmless.
 
 The consumer name is stable per partition (`host-<p>`), so a restarted host finds its own
 pending entries with one read.
+
+Failures follow the core's one retry rule (`whatsray.retries`): an inbox outage is waited out with
+backoff, forever; a permanent inbox error (a misconfiguration no wait can heal) is raised out of
+`run()`. An entry no session can take (poison, or an event with no chat) goes to `on_poison` and
+is acked once that has recorded it.
 """
 
 from __future__ import annotations
@@ -18,12 +23,18 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
 from whatsray.inbox import Inbox, InboxEntry, InboxError
+from whatsray.retries import Backoff, GaveUp, retry_until
 from whatsray.session.turns import InboundEntry
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
 
 Deliver = Callable[[InboundEntry], Awaitable[None]]
+OnPoison = Callable[[InboxEntry, str], Awaitable[None]]
+"""Records an entry no session can take, with the reason (the entry's `poison` text, or
+"no chat"); the consumer acks the entry once it returns."""
+
+NO_CHAT = "no chat"
 
 
 def consumer_name(partition: int) -> str:
@@ -44,6 +55,7 @@ class PartitionConsumer:
         reclaim_idle_ms: int = 60_000,
         reclaim_every_s: float = 30.0,
         retry_max_s: float = 10.0,
+        on_poison: OnPoison | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         monotonic: Callable[[], float] | None = None,
     ) -> None:
@@ -57,14 +69,16 @@ class PartitionConsumer:
         self._max_unacked = max_unacked
         self._reclaim_idle_ms = reclaim_idle_ms
         self._reclaim_every_s = reclaim_every_s
-        self._retry_max_s = retry_max_s
+        self._backoff = Backoff(initial_s=min(0.1, retry_max_s), max_s=retry_max_s)
+        self._on_poison = on_poison
         self._sleep = sleep
         self._monotonic = monotonic or asyncio.get_running_loop().time
         self.delivered = 0
-        self.skipped = 0  # poison entries and events with no chat: logged and acked
+        self.skipped = 0  # poison entries and events with no chat: never delivered to a session
 
     async def run(self) -> None:
-        """Consume until cancelled. Redis outages are waited out, never raised."""
+        """Consume until cancelled. Redis outages are waited out, never raised; a permanent
+        inbox error (`GaveUp`, its `error` the `InboxError`) ends it."""
         await self._with_retry(self.catch_up)
         next_reclaim = self._monotonic() + self._reclaim_every_s
         while True:
@@ -104,14 +118,51 @@ class PartitionConsumer:
     async def _hand_over(self, entries: Sequence[InboxEntry]) -> None:
         for entry in entries:
             event = entry.event
-            if entry.is_poison or event is None or event.chat is None:
-                # Nothing a session could do with it; it stays in the stream for inspection.
-                log.error("skipping inbox entry %s (poison or no chat)", entry.entry_id)
+            if event is None or event.chat is None:
                 self.skipped += 1
-                await self.inbox.ack(self.partition, [entry.entry_id])
+                reason = (entry.poison or "poison") if event is None else NO_CHAT
+                await self._set_aside(entry, reason)
                 continue
             await self._deliver(InboundEntry(event.chat, event, entry.entry_id))
             self.delivered += 1
+
+    async def _set_aside(self, entry: InboxEntry, reason: str) -> None:
+        """Nothing a session could do with `entry`: record it (`on_poison`), then ack it. It
+        stays in the stream for inspection."""
+        if self._on_poison is None:
+            log.error(
+                "partition %d: skipping inbox entry %s (%s)", self.partition, entry.entry_id, reason
+            )
+        else:
+            record = self._on_poison
+            try:
+                # The store being down is waited out: acking first would lose the record.
+                await retry_until(
+                    lambda: record(entry, reason),
+                    what=f"quarantine of inbox entry {entry.entry_id}",
+                    backoff=self._backoff,
+                    deadline=None,
+                    now=self._monotonic,
+                    sleep=self._sleep,
+                    on_retry=lambda exc, wait: log.warning(
+                        "partition %d: recording poison entry %s failed (%s); retrying in %.1fs",
+                        self.partition,
+                        entry.entry_id,
+                        exc,
+                        wait,
+                    ),
+                )
+            except GaveUp as gave_up:
+                # Left unacked: read again (and offered to on_poison again) at the next start.
+                log.error(
+                    "partition %d: inbox entry %s (%s) could not be recorded and stays unacked: %s",
+                    self.partition,
+                    entry.entry_id,
+                    reason,
+                    gave_up.description,
+                )
+                return
+        await self._with_retry(lambda: self.inbox.ack(self.partition, [entry.entry_id]))
 
     async def _wait_for_capacity(self) -> None:
         # Backpressure: stop reading while the sessions hold too many unacked entries.
@@ -119,16 +170,42 @@ class PartitionConsumer:
             await self._sleep(0.05)
 
     async def _with_retry(self, action: Callable[[], Awaitable[_T]]) -> _T:
-        delay = 0.1
-        while True:
+        """`action()`, an inbox outage waited out with backoff (no deadline). A permanent error
+        (an `InboxError` that is not `InboxUnavailable`, such as a key of the wrong type) cannot
+        heal by waiting: it is raised, as `GaveUp`, so that the host's task dies loudly."""
+
+        async def attempt() -> _T:
+            # Being stopped wins over retrying, or the host could never close. redis-py can
+            # turn a cancelled read into a connection error, and on Python 3.11 its internal
+            # `asyncio.wait_for` can even swallow a cancellation and return normally
+            # (CPython gh-86296): so a pending cancellation is honoured either way.
             try:
-                return await action()
+                result = await action()
             except InboxError as exc:
-                task = asyncio.current_task()
-                if task is not None and task.cancelling():
-                    # redis-py can turn a cancelled blocking read into a connection error:
-                    # being stopped wins over retrying, or the host could never close.
+                if _cancelling():
                     raise asyncio.CancelledError from exc
-                log.warning("inbox partition %d: %s; retrying in %.1fs", self.partition, exc, delay)
-                await self._sleep(delay)
-                delay = min(delay * 2, self._retry_max_s)
+                raise
+            if _cancelling():
+                raise asyncio.CancelledError
+            return result
+
+        try:
+            return await retry_until(
+                attempt,
+                what=f"inbox partition {self.partition}",
+                backoff=self._backoff,
+                deadline=None,
+                now=self._monotonic,
+                sleep=self._sleep,
+                on_retry=lambda exc, wait: log.warning(
+                    "inbox partition %d: %s; retrying in %.1fs", self.partition, exc, wait
+                ),
+            )
+        except GaveUp as gave_up:
+            log.error("inbox partition %d: %s", self.partition, gave_up)
+            raise
+
+
+def _cancelling() -> bool:
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
