@@ -95,6 +95,7 @@ class Ingress:
                 inference=self.inference_report,
                 handoff=self.set_handoff,
                 status=self.status_report,
+                inbox=self._inbox,  # the inbound account and quarantine replays
             )
         )
 

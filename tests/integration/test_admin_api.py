@@ -476,6 +476,8 @@ async def test_the_openapi_document_lists_every_route_with_a_summary(admin: Admi
             ("GET", "/api/contacts/search"),
             ("GET", "/api/dead-letters"),
             ("POST", "/api/dead-letters/{dead_letter_id}/replay"),
+            ("GET", "/api/quarantine"),
+            ("GET", "/api/quarantine/{quarantine_id}"),
             ("GET", "/api/status"),
         ]
     )

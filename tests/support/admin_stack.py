@@ -5,7 +5,8 @@ messages, statuses) reach the store and the outbox through the real webhook rece
 
 Shared by tests/integration/test_admin_api.py (through `httpx.ASGITransport`) and the MCP tests
 (the same app served on loopback). `GET /api/status` reports the store, the outbox and, given an
-`inbox` (a real Valkey), its partitions.
+`inbox` (a real Valkey), its partitions; with an inbox the inbound account
+(`GET /api/inbound/unresolved`) and quarantine replays are mounted too.
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ class Admin:
     emulator: Emulator
     control: httpx.AsyncClient  # the emulator's control API
     clock: SystemClock
+    inbox: Inbox | None = None
 
     async def user_says(self, user: str, text: str = "hi", **extra: Any) -> str:
         """A user writes (opening the window); returns once the store has the message."""
@@ -170,6 +172,7 @@ async def admin_stack(tmp_path: Path, inbox: Inbox | None = None) -> AsyncIterat
                     outbox_for={PNID: outbox}.__getitem__,
                     phone_number_ids=[PNID],
                     status=status,
+                    inbox=inbox,
                     now=clock.now,
                 )
             )
@@ -182,7 +185,7 @@ async def admin_stack(tmp_path: Path, inbox: Inbox | None = None) -> AsyncIterat
                 httpx.AsyncClient(transport=transport, base_url="http://admin") as anon,
             ):
                 try:
-                    yield Admin(api, anon, app, store, outbox, emulator, control, clock)
+                    yield Admin(api, anon, app, store, outbox, emulator, control, clock, inbox)
                 finally:
                     outboxes.clear()  # statuses still in flight go nowhere
                     await emulator.settle(max_wait=5)

@@ -25,9 +25,10 @@ from whatsray.admin.models import (
     SendMessageResponse,
     normalize_user,
 )
-from whatsray.admin.ports import AdminOutboxPort, AdminStorePort, HandoffControl
+from whatsray.admin.ports import AdminInboxPort, AdminOutboxPort, AdminStorePort, HandoffControl
 
 __all__ = [
+    "AdminInboxPort",
     "AdminOutboxPort",
     "AdminProblem",
     "AdminStorePort",

@@ -2,19 +2,26 @@
 
 The check runs in the route class, *before* FastAPI reads the body or the parameters, so an
 unauthenticated caller gets 401/403 and learns nothing about validation. FastAPI's validation
-errors and `AdminProblem`s raised by the handlers become the same `ErrorBody` shape, inside the
-router: the app that mounts it needs no exception handlers of its own.
+errors, its own refusals (a body it cannot decode) and `AdminProblem`s raised by the handlers
+become the same `ErrorBody` shape, inside the router: the app that mounts it needs no exception
+handlers of its own. A query parameter the route does not take is a 422, as an unknown body
+field is (a typo'd `ofset` must not silently give the first page), and so is a parameter given
+twice (a route that reads the raw `Request` checks its query itself).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Coroutine, Sequence
-from typing import Any
+from http import HTTPStatus
+from types import UnionType
+from typing import Any, Union, get_args, get_origin
 
 from fastapi import Request, Response
+from fastapi.dependencies.models import Dependant
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
+from starlette.exceptions import HTTPException
 
 from whatsray.admin.auth import BearerAuth
 from whatsray.admin.models import ErrorBody, FieldError
@@ -82,6 +89,60 @@ def _validation_problem(exc: RequestValidationError) -> AdminProblem:
     return AdminProblem(422, "invalid_request", "; ".join(sentences), fields)
 
 
+def _http_problem(exc: HTTPException) -> AdminProblem:
+    """FastAPI's own refusals outside validation: a 400 is a body it could not decode."""
+    cause = exc.__cause__
+    if exc.status_code == 400 and isinstance(cause, ValueError):  # e.g. bytes that are not UTF-8
+        return AdminProblem.invalid(("body",), f"not valid JSON ({cause})", "json_invalid")
+    try:
+        error = HTTPStatus(exc.status_code).phrase.lower().replace(" ", "_")
+    except ValueError:
+        error = f"http_{exc.status_code}"
+    headers = dict(exc.headers) if exc.headers else None
+    return AdminProblem(exc.status_code, error, str(exc.detail), headers=headers)
+
+
+def _query_params(dependant: Dependant) -> dict[str, bool] | None:
+    """The query parameters a route takes (its dependencies' too): name -> may repeat (a list).
+    None when it reads the raw `Request`, and so may read any parameter itself."""
+    if dependant.request_param_name is not None:
+        return None
+    params = {
+        field.alias: _is_list(field.field_info.annotation) for field in dependant.query_params
+    }
+    for sub in dependant.dependencies:
+        taken = _query_params(sub)
+        if taken is None:
+            return None
+        params.update(taken)
+    return params
+
+
+def _is_list(annotation: Any) -> bool:
+    origin = get_origin(annotation)
+    if origin in (Union, UnionType):
+        return any(_is_list(arg) for arg in get_args(annotation))
+    return (origin or annotation) in (list, tuple, set, frozenset)
+
+
+def _query_problem(request: Request, known: dict[str, bool]) -> AdminProblem | None:
+    """A 422 for query parameters the route does not take, or a single one given twice."""
+    takes = f"this route takes {', '.join(sorted(known))}" if known else "this route takes none"
+    fields: list[FieldError] = []
+    for name in dict.fromkeys(request.query_params):
+        if name not in known:
+            msg, type_ = f"unknown parameter; {takes}", "extra_forbidden"
+        elif not known[name] and len(values := request.query_params.getlist(name)) > 1:
+            msg, type_ = f"given {len(values)} times; give it once", "repeated"
+        else:
+            continue
+        fields.append(FieldError(loc=["query", name[:64]], msg=msg, type=type_))
+    if not fields:
+        return None
+    sentences = [f"{_where(field.loc)}: {field.msg}" for field in fields]
+    return AdminProblem(422, "invalid_request", "; ".join(sentences), fields)
+
+
 def guarded_route_class(auth: BearerAuth) -> type[APIRoute]:
     """An `APIRoute` class for the admin router (kept when the router is included elsewhere)."""
 
@@ -90,6 +151,7 @@ def guarded_route_class(auth: BearerAuth) -> type[APIRoute]:
 
         def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
             handle = super().get_route_handler()
+            query_params = _query_params(self.dependant)
 
             async def guarded(request: Request) -> Response:
                 failure = auth.check(request.headers.get("authorization"))
@@ -97,10 +159,15 @@ def guarded_route_class(auth: BearerAuth) -> type[APIRoute]:
                     return AdminProblem(
                         failure.status, failure.error, failure.message, headers=failure.headers
                     ).response()
+                bad_query = None if query_params is None else _query_problem(request, query_params)
+                if bad_query is not None:
+                    return bad_query.response()
                 try:
                     return await handle(request)
                 except RequestValidationError as exc:
                     return _validation_problem(exc).response()
+                except HTTPException as exc:
+                    return _http_problem(exc).response()
                 except AdminProblem as problem:
                     return problem.response()
 

@@ -6,14 +6,17 @@ its internals without changing what API clients see. Times are unix seconds, as 
 
 from __future__ import annotations
 
+import json
 import re
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_core import PydanticCustomError
 
+from whatsray.inbox.values import UnresolvedEntry
 from whatsray.outbox.ledger import DeadLetter, OutboundRecord
 from whatsray.outbox.window import window_open
+from whatsray.store.quarantine import QuarantineRecord, UnresolvedMessage
 from whatsray.store.records import ChatRecord, Contact, MessageRecord, StatusChange
 from whatsray.whatsapp.limits import MAX_TEXT_BODY_CHARS
 from whatsray.whatsapp.messages import is_bsuid
@@ -33,8 +36,12 @@ __all__ = [
     "MessageOut",
     "MessagesPage",
     "OutboundOut",
+    "QuarantineOut",
+    "QuarantinePage",
     "SendMessageRequest",
     "SendMessageResponse",
+    "UnresolvedOut",
+    "UnresolvedPage",
     "normalize_user",
 ]
 
@@ -289,6 +296,124 @@ class DeadLettersPage(_Body):
     next_offset: int | None
 
 
+class UnresolvedOut(_Body):
+    """One inbound item without an outcome: an inbox entry not acked yet, or a stored inbound
+    message whose outcome is still unset."""
+
+    state: Literal["pending", "undelivered", "no_outcome"] = Field(
+        description=(
+            '"pending": delivered to its session host and never acked (the host is stuck on it,'
+            ' or died with it); "undelivered": appended and not read yet (the host is behind,'
+            ' or not running); "no_outcome": a stored inbound message with no outcome (a'
+            " replayed one whose turn is not committed yet, or one that fell through)."
+        )
+    )
+    age_s: float = Field(description="Seconds since it was appended (stored, for no_outcome).")
+    kind: str | None = Field(
+        description='The event\'s kind ("message", "status", ...), or "poison" for an inbox'
+        " entry that does not decode."
+    )
+    event_id: str | None = Field(
+        description="The event's idempotency key (a message's wamid); null for poison."
+    )
+    chat: str | None
+    partition: int | None = Field(description="The inbox partition (null for no_outcome).")
+    entry_id: str | None = Field(description="The stream entry id (null for no_outcome).")
+    deliveries: int | None = Field(description="Times delivered to a host (pending only).")
+    poison: str | None = Field(description="Why the entry does not decode (poison only).")
+    message_type: str | None = Field(description="The message's type (no_outcome only).")
+
+    @classmethod
+    def from_entry(cls, entry: UnresolvedEntry) -> UnresolvedOut:
+        return cls(
+            state=entry.state,
+            age_s=entry.age_s,
+            kind=entry.kind,
+            event_id=entry.event_id,
+            chat=entry.chat,
+            partition=entry.partition,
+            entry_id=entry.entry_id,
+            deliveries=entry.deliveries,
+            poison=entry.poison,
+            message_type=None,
+        )
+
+    @classmethod
+    def from_message(cls, message: UnresolvedMessage, now: float) -> UnresolvedOut:
+        return cls(
+            state="no_outcome",
+            age_s=max(0.0, now - message.created_at),
+            kind="message",
+            event_id=message.message_id,
+            chat=message.chat,
+            partition=None,
+            entry_id=None,
+            deliveries=None,
+            poison=None,
+            message_type=message.type,
+        )
+
+
+class UnresolvedPage(_Body):
+    older_than_s: int
+    count: int = Field(description="How many items there are below (at most `limit`).")
+    truncated: bool = Field(
+        description="There may be more: a partition or the store had `limit` of its own."
+    )
+    items: list[UnresolvedOut] = Field(description="Oldest first.")
+
+
+class QuarantineOut(_Body):
+    """Items the pipeline gave up on, with their events as the inbox held them."""
+
+    quarantine_id: str
+    stage: str = Field(
+        description="The step that failed: commit_turn, load_state, record_messages, on_status,"
+        " status, delivery, or poison."
+    )
+    reason: str = Field(description='"permanent", "deadline", "not_served" or "poison".')
+    error: str
+    event_ids: list[str] = Field(description="The events' idempotency keys (wamids).")
+    chat: str | None
+    turn_id: str | None
+    created_at: float
+    replayed_at: float | None
+    replayable: bool = Field(
+        description="Whether `POST /api/quarantine/{id}/replay` would take it: not replayed yet,"
+        " and not poison."
+    )
+    events: list[Any] = Field(
+        description="The events as the inbox held them (for poison: the entry's raw fields)."
+    )
+
+    @classmethod
+    def from_record(cls, record: QuarantineRecord) -> QuarantineOut:
+        try:
+            events = json.loads(record.events)
+        except ValueError:
+            events = [record.events]
+        return cls(
+            quarantine_id=record.quarantine_id,
+            stage=record.stage,
+            reason=record.reason,
+            error=record.error,
+            event_ids=list(record.event_ids),
+            chat=record.chat,
+            turn_id=record.turn_id,
+            created_at=record.created_at,
+            replayed_at=record.replayed_at,
+            replayable=record.replayed_at is None and record.reason != "poison",
+            events=events if isinstance(events, list) else [events],
+        )
+
+
+class QuarantinePage(_Body):
+    quarantined: list[QuarantineOut] = Field(description="Newest first.")
+    limit: int
+    offset: int
+    next_offset: int | None
+
+
 class EngineLoadOut(_Body):
     running: int
     waiting: int
@@ -334,7 +459,8 @@ class ErrorBody(_Body):
         examples=["invalid_request"],
         description=(
             '"unauthorized", "forbidden", "invalid_request", "not_found", "outside_window",'
-            ' "idempotency_conflict" or "number_not_configured".'
+            ' "idempotency_conflict", "number_not_configured", "already_replayed",'
+            ' "not_replayable" or (503) "inbox_unavailable".'
         ),
     )
     message: str

@@ -1,8 +1,10 @@
-"""What the admin API needs of the store and the outboxes: the methods it calls, nothing more.
+"""What the admin API needs of the store, the outboxes and the inbox: the methods it calls,
+nothing more.
 
-`whatsray.store.Store` and `whatsray.outbox.Outbox` satisfy these directly; on Ray the ingress
-passes typed clients of the Store and Outbox actors (`actors.clients.AdminStoreClient`,
-`AdminOutboxClient`), each checked against its protocol by mypy.
+`whatsray.store.Store`, `whatsray.outbox.Outbox` and `whatsray.inbox.Inbox` satisfy these
+directly; on Ray the ingress passes typed clients of the Store and Outbox actors
+(`actors.clients.AdminStoreClient`, `AdminOutboxClient`), each checked against its protocol by
+mypy, and its own `Inbox` (a Redis client, no actor in between).
 """
 
 from __future__ import annotations
@@ -11,11 +13,20 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
 
 from whatsray.admin.status_models import StatusOut
+from whatsray.inbox.values import AppendResult, UnresolvedEntry
 from whatsray.outbox.ledger import DeadLetter, OutboundItem, OutboundRecord
+from whatsray.store.quarantine import QuarantineRecord, UnresolvedMessage
 from whatsray.store.records import ChatRecord, Contact, MessageRecord
-from whatsray.whatsapp.events import ChatKey
+from whatsray.whatsapp.events import ChatKey, Event
 
-__all__ = ["AdminOutboxPort", "AdminStorePort", "HandoffControl", "InferenceReport", "StatusReport"]
+__all__ = [
+    "AdminInboxPort",
+    "AdminOutboxPort",
+    "AdminStorePort",
+    "HandoffControl",
+    "InferenceReport",
+    "StatusReport",
+]
 
 
 class AdminStorePort(Protocol):
@@ -46,6 +57,34 @@ class AdminStorePort(Protocol):
         idle_before: float | None = None,
         limit: int = 1000,
     ) -> list[ChatRecord]: ...
+
+    async def get_quarantined(self, quarantine_id: str) -> QuarantineRecord | None: ...
+
+    async def list_quarantined(
+        self, limit: int = 50, include_replayed: bool = False, offset: int = 0
+    ) -> list[QuarantineRecord]: ...
+
+    async def claim_quarantine_replay(self, quarantine_id: str) -> bool: ...
+
+    async def undo_quarantine_replay(self, quarantine_id: str) -> None: ...
+
+    async def unresolved_messages(
+        self, older_than_s: float, limit: int = 100
+    ) -> list[UnresolvedMessage]: ...
+
+
+class AdminInboxPort(Protocol):
+    """The inbox, for the inbound account (`GET /api/inbound/unresolved`) and quarantine
+    replays: `whatsray.inbox.Inbox` (the ingress holds one)."""
+
+    @property
+    def partitions(self) -> int: ...
+
+    async def unresolved(
+        self, partition: int, older_than_s: float, limit: int = 100, now_ms: int | None = None
+    ) -> list[UnresolvedEntry]: ...
+
+    async def append_replay(self, events: Sequence[Event]) -> AppendResult: ...
 
 
 class AdminOutboxPort(Protocol):

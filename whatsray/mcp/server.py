@@ -7,6 +7,9 @@ the 24-hour window, 422 validation, 429 rate limits) comes back to the client as
 
 The cronjob tools pass their arguments to the jobs API as JSON (`trigger` and `options` as they
 are), so the tool arguments do not have to track every field of the job body.
+
+Arguments are checked before anything is sent: an argument the tool does not take, one missing,
+or one of the wrong type is a tool error naming the argument and what is wrong with it.
 """
 
 from __future__ import annotations
@@ -14,10 +17,10 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
-from mcp.server.mcpserver import MCPServer
-from mcp.server.mcpserver.exceptions import ToolError
-from mcp.types import ToolAnnotations
-from pydantic import Field
+from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver.exceptions import ToolError, UnexpectedToolError
+from mcp.types import CallToolResult, InputRequiredResult, ToolAnnotations
+from pydantic import Field, ValidationError
 
 from whatsray import __version__
 from whatsray.mcp.api import ApiError, ApiUnreachable, JsonObject, WhatsrayApi
@@ -407,9 +410,94 @@ ANNOTATIONS = {
 }
 
 
+_JSON_TYPES = {
+    "str": "a string",
+    "int": "an integer",
+    "float": "a number",
+    "bool": "a boolean",
+    "list": "an array",
+    "dict": "an object",
+    "NoneType": "null",
+}
+
+
+def _arguments_error(tool: str, problems: list[str]) -> ToolError:
+    return ToolError(
+        f"invalid arguments for {tool}: {'; '.join(problems)}. Nothing was sent to whatsray;"
+        " fix the arguments and call again."
+    )
+
+
+def _validation_problems(exc: ValidationError) -> list[str]:
+    """One sentence per argument: which one, and what is wrong with it (every alternative of a
+    union, e.g. payload: a string or an object)."""
+    by_argument: dict[str, list[str]] = {}
+    for error in exc.errors():
+        argument = str(error["loc"][0]) if error["loc"] else "arguments"
+        if error["type"] == "missing":
+            message = "is required"
+        else:
+            got = _JSON_TYPES.get(type(error["input"]).__name__, type(error["input"]).__name__)
+            message = f"{error['msg'].removeprefix('Input ')} (got {got})"
+        if message not in by_argument.setdefault(argument, []):
+            by_argument[argument].append(message)
+    return [f"argument '{name}' {' or '.join(m)}" for name, m in by_argument.items()]
+
+
+class _Server(MCPServer[Any]):
+    """The SDK's server, stricter about arguments: one the tool does not take is refused (the
+    SDK would drop it silently), a boolean is not an integer, and a validation error names each
+    argument and what is wrong with it, without the SDK's internal model names."""
+
+    async def call_tool(
+        self, name: str, arguments: dict[str, Any], context: Context[Any, Any] | None = None
+    ) -> CallToolResult | InputRequiredResult:
+        schemas = {tool.name: tool.input_schema for tool in await self.list_tools()}
+        properties: dict[str, Any] = schemas.get(name, {}).get("properties", {})
+        if name in schemas:
+            problems = [
+                f"unknown argument {key[:64]!r} (it takes {', '.join(properties) or 'none'})"
+                for key in arguments
+                if key not in properties
+            ]
+            if problems:  # the SDK will not be asked: say what else is wrong too
+                required = schemas[name].get("required", [])
+                problems += [
+                    f"argument '{key}' is required" for key in required if key not in arguments
+                ]
+            problems += [
+                f"argument '{key}' should be an integer (got a boolean)"
+                for key, value in arguments.items()
+                if isinstance(value, bool)
+                and _allows_integer(properties.get(key, {}))
+                and not _allows(properties.get(key, {}), "boolean")
+            ]
+            if problems:
+                raise _arguments_error(name, problems)
+        try:
+            return await super().call_tool(name, arguments, context)
+        except ToolError as exc:
+            # The SDK's own argument check (a crash inside a tool is an UnexpectedToolError).
+            if isinstance(exc.__cause__, ValidationError) and not isinstance(
+                exc, UnexpectedToolError
+            ):
+                cause = exc.__cause__
+                raise _arguments_error(name, _validation_problems(cause)) from cause
+            raise
+
+
+def _allows(schema: dict[str, Any], json_type: str) -> bool:
+    alternatives = schema.get("anyOf", [schema])
+    return any(alternative.get("type") == json_type for alternative in alternatives)
+
+
+def _allows_integer(schema: dict[str, Any]) -> bool:
+    return _allows(schema, "integer") or _allows(schema, "number")
+
+
 def build_server(api: WhatsrayApi, *, name: str = "whatsray") -> MCPServer[Any]:
     """An `MCPServer` whose tools call `api`; run it with any of the SDK's transports."""
-    server: MCPServer[Any] = MCPServer(
+    server: MCPServer[Any] = _Server(
         name, instructions=INSTRUCTIONS, version=__version__, log_level="WARNING"
     )
     tools = _Tools(api)

@@ -1,7 +1,8 @@
 """`parse_webhook`: a raw webhook body in, typed events out, in the order Meta sent them.
 
 One POST may batch many entries, changes, messages and statuses; every one becomes an event.
-Malformed JSON is the only thing that raises (`InvalidWebhookPayload`, the ingress answers 400).
+Malformed JSON (or JSON nested deeper than `MAX_DEPTH`) is the only thing that raises
+(`InvalidWebhookPayload`, the ingress answers 400).
 Anything else odd in a well-formed body (not an object, missing keys, wrong types, types Meta added
 after this was written) is logged and skipped or kept raw: Meta retries a refused body for 7 days,
 so refusing a body we merely fail to understand would only delay it.
@@ -53,14 +54,21 @@ _KNOWN_STATUSES: dict[str, StatusValue] = {
 _MESSAGES_FIELD = "messages"
 ECHOES_FIELD = "smb_message_echoes"
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+# Meta's payloads nest about 8 levels deep. An event (and the inbox entry, the store row made
+# from it) carries its part of the body, and serializers give up around 250 levels: a deeper
+# body would be accepted by the parser and then fail to be stored (a 500, retried for 7 days).
+MAX_DEPTH = 64
 
 
 def parse_webhook(raw_body: bytes) -> list[Event]:
     """Every update in a webhook body, as typed events, in order.
 
-    Raises `InvalidWebhookPayload` only when the body is not UTF-8 JSON.
+    Raises `InvalidWebhookPayload` only when the body is not UTF-8 JSON, or nests deeper than
+    `MAX_DEPTH`.
     """
     document = _decode(raw_body)
+    if _deeper_than(document, MAX_DEPTH):
+        raise InvalidWebhookPayload(f"webhook body is nested too deeply (over {MAX_DEPTH} levels)")
     try:
         return _parse_document(document)
     except RecursionError:
@@ -80,6 +88,22 @@ def _decode(raw_body: bytes) -> Any:
         raise InvalidWebhookPayload(f"webhook body is not valid JSON: {exc}") from None
     except RecursionError:
         raise InvalidWebhookPayload("webhook body is nested too deeply") from None
+
+
+def _deeper_than(document: Any, limit: int) -> bool:
+    """Whether arrays and objects nest more than `limit` levels (iterative: no recursion)."""
+    level: list[Any] = [document]
+    for _ in range(limit):
+        level = [
+            child
+            for node in level
+            if isinstance(node, dict | list)
+            for child in (node.values() if isinstance(node, dict) else node)
+            if isinstance(child, dict | list)
+        ]
+        if not level:
+            return False
+    return True
 
 
 def _scrub_surrogates(value: Any) -> Any:
