@@ -7,6 +7,7 @@ import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -17,7 +18,8 @@ from starlette.routing import Route
 
 from tests.support.metrics import MetricsProbe
 from tests.support.servers import serve_on_loopback
-from whatsray.outbox import InMemoryLedger, OutboundItem, Outbox, RetryPolicy
+from whatsray.outbox import InMemoryLedger, OutboundItem, OutboundRecord, Outbox, RetryPolicy
+from whatsray.retries import Backoff
 from whatsray.store import Store
 from whatsray.whatsapp.emulator import EmulatorConfig, StatusDelays, create_emulator_app
 from whatsray.whatsapp.events import StatusEvent
@@ -110,7 +112,7 @@ async def loopback() -> AsyncIterator[Loopback]:
                 await control.post("/emulator/settle", json={"timeout": 5})
 
 
-def _outbox(loopback: Loopback) -> Outbox:
+def _outbox(loopback: Loopback, **overrides: Any) -> Outbox:
     outbox = Outbox(
         PNID,
         loopback.graph,
@@ -119,6 +121,7 @@ def _outbox(loopback: Loopback) -> Outbox:
         window_lookup=loopback.window_lookup,
         ambiguous_grace_s=0.5,
         grace_poll_s=0.02,
+        **overrides,
     )
     loopback.receiver.outbox = outbox
     return outbox
@@ -213,3 +216,81 @@ async def test_over_the_duckdb_store_a_restart_sends_nothing_twice(
 
     accepted = [m for m in await loopback.outbound() if m["outcome"] == "accepted"]
     assert [m["body"]["text"]["body"] for m in accepted] == ["part 0", "part 1", "no luck"]  # type: ignore[index]
+
+
+class ActorDiedError(Exception):
+    """Named as Ray's: the Store actor died and is being restarted (`is_transient` knows it)."""
+
+
+class FlakyStore:
+    """The real `Store`, except that `get_outbound` raises the errors queued for an id, one per
+    call, before it works again."""
+
+    def __init__(self, store: Store, fail: dict[str, list[Exception]]) -> None:
+        self._store = store
+        self._fail = fail
+        self.raised: list[str] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    async def get_outbound(self, outbound_id: str) -> OutboundRecord | None:
+        errors = self._fail.get(outbound_id)
+        if errors:
+            self.raised.append(outbound_id)
+            raise errors.pop(0)
+        return await self._store.get_outbound(outbound_id)
+
+
+QUICK = Backoff(initial_s=0.01, max_s=0.05)
+
+
+async def test_over_the_duckdb_store_a_background_send_outlives_a_store_outage(
+    loopback: Loopback, tmp_path: Path
+) -> None:
+    # The admin API's and the tools' dispatch: recorded by the caller, read back by the outbox.
+    await loopback.open_window(USER)
+    items = [loopback.item(f"t1:{i}", f"part {i}", USER, i) for i in range(2)]
+    async with Store(tmp_path / "whatsray.duckdb") as store:
+        for item in items:
+            assert await store.record_outbound(item)
+        flaky = FlakyStore(store, {"t1:0": [ActorDiedError("the Store actor is restarting")] * 3})
+        loopback.ledger = flaky  # type: ignore[assignment]
+        async with _outbox(loopback, background_retry=QUICK) as outbox:
+            await outbox.dispatch(items)
+            await outbox.wait_idle()  # no restart, no sweep: the live outbox retried it
+
+            assert flaky.raised == ["t1:0"] * 3
+            for item in items:
+                stored = await store.get_outbound(item.outbound_id)
+                assert stored is not None and stored.wamid is not None, item.outbound_id
+            assert await store.list_dead_letters() == []
+        await loopback.control.post("/emulator/settle", json={"timeout": 5})
+        accepted = [m for m in await loopback.outbound() if m["outcome"] == "accepted"]
+        assert [m["body"]["text"]["body"] for m in accepted] == ["part 0", "part 1"]  # type: ignore[index]
+
+
+async def test_over_the_duckdb_store_a_background_send_that_hits_a_bug_is_a_dead_letter(
+    loopback: Loopback, tmp_path: Path
+) -> None:
+    await loopback.open_window(USER)
+    [item] = [loopback.item("t1:0", "after the fix", USER)]
+    async with Store(tmp_path / "whatsray.duckdb") as store:
+        assert await store.record_outbound(item)
+        flaky = FlakyStore(store, {"t1:0": [TypeError("a bug in the read path")]})
+        loopback.ledger = flaky  # type: ignore[assignment]
+        async with _outbox(loopback, background_retry=QUICK) as outbox:
+            await outbox.dispatch([item])
+            await outbox.wait_idle()
+
+            assert flaky.raised == ["t1:0"]  # not retried
+            assert await loopback.outbound() == []
+            [letter] = await store.list_dead_letters()  # listed, as the admin API shows them
+            assert (letter.outbound_id, letter.reason) == ("t1:0", "internal_error:TypeError")
+            stored = await store.get_outbound("t1:0")
+            assert stored is not None and stored.status == "dead"
+
+            replay = await outbox.replay_dead_letter(letter.dead_letter_id)
+            assert replay.wamid is not None
+        accepted = [m for m in await loopback.outbound() if m["outcome"] == "accepted"]
+        assert [m["body"]["text"]["body"] for m in accepted] == ["after the fix"]  # type: ignore[index]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from emulator_harness import OTHER_USER, USER, emulator_harness
+from emulator_harness import AUTH, GRAPH, OTHER_USER, USER, emulator_harness
 
 
 async def test_error_rate_one_fails_every_request_with_a_server_error() -> None:
@@ -116,3 +116,64 @@ async def test_bad_fault_body_is_400() -> None:
             response = await h.client.post("/emulator/faults", json=body)
             assert response.status_code == 400
             assert response.json()["error"]["details"]
+
+
+async def test_status_chaos_duplicates_and_shuffles_every_status_until_turned_off() -> None:
+    async with emulator_harness() as h:
+        chaos = {"max_copies": 3, "shuffle_window_s": 5.0}
+        assert (await h.control("POST", "faults", json={"statuses": chaos}))["statuses"] == chaos
+        await h.inbound()
+        for _ in range(10):
+            await h.send()
+        await h.advance(10)
+        events = h.receiver.statuses()
+        copies: dict[tuple[str, str], int] = {}
+        for event in events:
+            key = (str(event.message_id), event.status.value)
+            copies[key] = copies.get(key, 0) + 1
+        assert len(copies) == 30  # every status of every send arrived...
+        assert set(copies.values()) == {1, 2, 3}  # ...1 to 3 times (seeded draws)
+        order = {"sent": 0, "delivered": 1, "read": 2}
+        by_message: dict[str, list[int]] = {}
+        for event in events:
+            by_message.setdefault(str(event.message_id), []).append(order[event.status.value])
+        assert any(seen != sorted(seen) for seen in by_message.values())  # and out of order
+
+        await h.control("POST", "faults", json={"statuses": None})
+        before = len(h.receiver.statuses())
+        await h.send()
+        await h.advance(10)
+        assert [e.status.value for e in h.receiver.statuses()[before:]] == [
+            "sent",
+            "delivered",
+            "read",
+        ]
+
+
+async def test_read_errors_answer_mark_as_read_with_the_code_counted_or_until_cleared() -> None:
+    async with emulator_harness() as h:
+        wamid = (await h.inbound()).json()["wamid"]
+        read = {"messaging_product": "whatsapp", "status": "read", "message_id": wamid}
+
+        async def mark_read() -> tuple[int, int | None]:
+            response = await h.client.post(f"{GRAPH}/messages", json=read, headers=AUTH)
+            return response.status_code, response.json().get("error", {}).get("code")
+
+        fault = {"code": 131009, "count": 2}
+        described = await h.control("POST", "faults", json={"read_errors": fault})
+        assert described["read_errors"]["count"] == 2
+        assert [await mark_read() for _ in range(3)] == [(400, 131009), (400, 131009), (200, None)]
+        assert (await h.send()).status_code == 200  # message sends are not touched
+
+        await h.control("POST", "faults", json={"read_errors": {"code": 131009}})  # no count
+        answers = [await mark_read() for _ in range(3)]
+        assert answers == [(400, 131009)] * 3
+        response = await h.client.post(f"{GRAPH}/messages", json=read, headers=AUTH)
+        error = response.json()["error"]
+        assert error["message"] == "(#131009) Parameter value is not valid"
+        assert error["error_data"]["details"]
+        await h.control("POST", "faults", json={"read_errors": None})
+        assert await mark_read() == (200, None)
+
+        rejected = await h.control("GET", "outbound", params={"kind": "read"})
+        assert [r["error_code"] for r in rejected if r["outcome"] == "rejected"] == [131009] * 6

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import random
 import re
@@ -48,6 +49,7 @@ from whatsray.outbox.snapshot import OutboxStatus
 from whatsray.outbox.statuses import RE_ENGAGEMENT_CODE, StatusWebhooks
 from whatsray.outbox.templates import EMPTY_TEMPLATES, TemplatesConfig
 from whatsray.outbox.window import WindowLookup, is_template_body
+from whatsray.retries import Backoff, GaveUp, retry_until
 from whatsray.whatsapp.errors import MessageValidationError, ReEngagementError, WhatsAppError
 from whatsray.whatsapp.graph_client import GraphClient
 from whatsray.whatsapp.messages import MarkAsRead, Message, is_bsuid, validate_send_body
@@ -66,6 +68,12 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 REPLAY_PURPOSE = "dead_letter_replay"
+
+# A background send that raised (the store unreachable, a restarting actor) is tried again at
+# these intervals, for up to `background_deadline_s`; then the sweep takes it up.
+BACKGROUND_RETRY = Backoff(initial_s=0.5, factor=2.0, max_s=30.0)
+# What a background send that raised for a bug (not transient) is dead-lettered as.
+INTERNAL_ERROR = "internal_error"
 
 
 class OutboxClosedError(RuntimeError):
@@ -120,6 +128,8 @@ class Outbox(StatusWebhooks, WindowFallbacks):
         rng: random.Random | None = None,
         write_linger_s: float = 0.1,
         max_requests: int = 64,
+        background_retry: Backoff = BACKGROUND_RETRY,
+        background_deadline_s: float = 600.0,
     ) -> None:
         self.phone_number_id = phone_number_id
         self._graph = graph
@@ -144,6 +154,10 @@ class Outbox(StatusWebhooks, WindowFallbacks):
         # HTTP pool only queues them, and httpcore's pool does so at a cost that grows with
         # the queue (a burst of thousands spun a core).
         self._requests = asyncio.Semaphore(max_requests)
+        # Read receipts get at most half of them: slow or failing ones never hold up replies.
+        self._read_requests = asyncio.Semaphore(max(1, max_requests // 2))
+        self._background_retry = background_retry
+        self._background_deadline_s = background_deadline_s
         # One store call carries every wamid and status seen while the last one was in flight.
         self._behind: Batcher[SendResult | StatusWrite, None] = Batcher(
             self._write_behind, name=f"outbox-{phone_number_id}-writes", linger_s=write_linger_s
@@ -343,7 +357,7 @@ class Outbox(StatusWebhooks, WindowFallbacks):
     async def _mark_reads_logged(self, message_ids: list[str], typing_indicator: bool) -> None:
         async def one(message_id: str) -> None:
             try:
-                async with self._requests:
+                async with self._read_requests, self._requests:
                     await self._graph.mark_as_read(message_id, typing_indicator=typing_indicator)
             except Exception as exc:  # a missing read receipt never costs the user the answer
                 log.warning(
@@ -356,12 +370,85 @@ class Outbox(StatusWebhooks, WindowFallbacks):
         await asyncio.gather(*(one(message_id) for message_id in message_ids))
 
     async def _send_logged(self, items: Sequence[OutboundItem]) -> None:
+        """Send items already in the ledger, in the background: one lane per recipient, parts
+        in order, each lane retrying what raised (docs/outbox.md, "Background sends that
+        raise")."""
+        lanes: dict[str, list[str]] = {}
+        for item in items:
+            lanes.setdefault(recipient_key(item.to), []).append(item.outbound_id)
+        self._delivering.update((i.outbound_id, i.created_at) for i in items)  # sweeps skip them
         try:
-            await self._send_recorded(items)
-        except asyncio.CancelledError:
-            raise
-        except Exception:  # the records stay pending: resume_pending sends them later
-            log.exception("background send of %s failed", [i.outbound_id for i in items])
+            await asyncio.gather(*(self._run_lane_logged(k, ids) for k, ids in lanes.items()))
+        finally:
+            for item in items:
+                self._delivering.pop(item.outbound_id, None)
+
+    async def _run_lane_logged(self, key: str, outbound_ids: list[str]) -> None:
+        """`_run_lane` that never raises. A delivery that raised (not Meta's answer: that is
+        handled in `_send_with_retries`) is tried again while the failure is transient (the
+        store unreachable, an actor restarting) and until `background_deadline_s`, holding the
+        lane so that later parts never overtake it; `_deliver` reads the record each time, so
+        one sent meanwhile is not sent again. After the deadline the rest of the lane is left
+        pending for the sweep; a permanent failure (a bug) dead-letters that message."""
+        async with self._lane(key):
+            for index, outbound_id in enumerate(outbound_ids):
+                try:
+                    await retry_until(
+                        functools.partial(self._deliver, outbound_id),
+                        what=f"background send of {outbound_id}",
+                        backoff=self._background_retry,
+                        deadline=self._now() + self._background_deadline_s,
+                        now=self._now,
+                        sleep=self._sleep,
+                        on_retry=functools.partial(self._log_background_retry, outbound_id),
+                    )
+                except GaveUp as gave_up:
+                    if gave_up.reason == "permanent" and await self._park_broken(
+                        outbound_id, gave_up
+                    ):
+                        continue
+                    left = outbound_ids[index:]
+                    log.error(
+                        "background send of %s gave up (%s); %d message(s) left pending for "
+                        "the sweep: %s",
+                        outbound_id,
+                        gave_up.description,
+                        len(left),
+                        left,
+                        exc_info=gave_up.error,
+                        extra=self._log_ids(outbound_id),
+                    )
+                    return
+
+    def _log_background_retry(self, outbound_id: str, error: BaseException, wait: float) -> None:
+        log.warning(
+            "background send of %s failed (%s: %s); retrying in %.1fs",
+            outbound_id,
+            type(error).__name__,
+            error,
+            wait,
+            extra=self._log_ids(outbound_id),
+        )
+
+    async def _park_broken(self, outbound_id: str, gave_up: GaveUp) -> bool:
+        """Dead-letter a message whose delivery raised for a bug, so it is listed and can be
+        replayed; unless it got out before the bug struck. False: it stays pending."""
+        known = self.memory.get(outbound_id)
+        if known is not None and known.status != "pending":
+            log.error("background send of %s raised after it was done (%s)", outbound_id,
+                      gave_up.description, exc_info=gave_up.error,
+                      extra=self._log_ids(outbound_id))  # fmt: skip
+            return True
+        reason = f"{INTERNAL_ERROR}:{type(gave_up.error).__name__}"
+        log.error("background send of %s failed for good: dead-lettered", outbound_id,
+                  exc_info=gave_up.error, extra=self._log_ids(outbound_id))  # fmt: skip
+        try:
+            await self._park(outbound_id, reason, None, gave_up.description)
+        except Exception:
+            log.exception("could not dead-letter %s: left pending for the sweep", outbound_id,
+                          extra=self._log_ids(outbound_id))  # fmt: skip
+            return False
+        return True
 
     def _check_number(self, items: Sequence[OutboundItem]) -> None:
         for item in items:
@@ -523,6 +610,12 @@ class Outbox(StatusWebhooks, WindowFallbacks):
     async def _dead_letter(
         self, outbound_id: str, reason: str, error_code: int | None, details: str | None
     ) -> OutboundRecord:
+        await self._park(outbound_id, reason, error_code, details)
+        return await self._get(outbound_id)
+
+    async def _park(
+        self, outbound_id: str, reason: str, error_code: int | None, details: str | None
+    ) -> None:
         # Dead letter first: a crash between the two leaves it listed (and the record "dead").
         # The other order could leave a "failed" record with no dead letter to replay.
         dead_letter_id = await self._ledger.add_dead_letter(
@@ -539,7 +632,6 @@ class Outbox(StatusWebhooks, WindowFallbacks):
             details,
             extra=self._log_ids(outbound_id),
         )
-        return await self._get(outbound_id)
 
     async def _get(self, outbound_id: str) -> OutboundRecord:
         record = await self._find(outbound_id)

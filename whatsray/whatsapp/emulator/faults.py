@@ -9,6 +9,13 @@
 - `next_errors`: the next `count` message sends fail with `code`; `mode` "sync" (an error response)
   or "async" (200, then a `failed` status webhook carrying the code).
 - `recipient_errors`: every send to that recipient fails the same way until cleared.
+- `read_errors`: mark-as-read requests (blue ticks, the typing indicator) are answered with
+  `code`, e.g. 131009 as Meta answers a message id it does not accept: the next `count` of them,
+  or, without `count`, every one until cleared.
+- `statuses`: Meta's status webhooks at their worst, for the sends from now on: each status is
+  delivered 1 to `max_copies` times (drawn per status) and each copy arrives up to
+  `shuffle_window_s` late (drawn per copy), so the statuses of one message, and of messages
+  sent close together, arrive duplicated and out of order. `null` turns it off.
 """
 
 from __future__ import annotations
@@ -36,10 +43,22 @@ class CountedCodedFault(CodedFault):
     count: int = Field(default=1, ge=1)
 
 
+class ReadFault(_Strict):
+    code: int
+    details: str | None = None
+    http_status: int | None = Field(default=None, ge=400, le=599)
+    count: int | None = Field(default=None, ge=1)  # None: every mark-as-read until cleared
+
+
 class TimeoutFault(_Strict):
     seconds: float = Field(default=30.0, gt=0)
     count: int = Field(default=1, ge=1)
     apply: bool = True
+
+
+class StatusChaos(_Strict):
+    max_copies: int = Field(default=3, ge=1, le=10)
+    shuffle_window_s: float = Field(default=1.0, ge=0, le=60)
 
 
 class FaultSpec(_Strict):
@@ -51,6 +70,8 @@ class FaultSpec(_Strict):
     timeout: TimeoutFault | None = None
     next_errors: CountedCodedFault | None = None
     recipient_errors: dict[str, CodedFault] | None = None
+    statuses: StatusChaos | None = None
+    read_errors: ReadFault | None = None
 
 
 class Faults:
@@ -71,6 +92,8 @@ class Faults:
         self.timeout: TimeoutFault | None = None
         self.next_errors: CountedCodedFault | None = None
         self.recipient_errors: dict[str, CodedFault] = {}
+        self.statuses: StatusChaos | None = None
+        self.read_errors: ReadFault | None = None
 
     def apply(self, spec: FaultSpec) -> None:
         if spec.error_rate is not None:
@@ -85,6 +108,10 @@ class Faults:
             self.next_errors = spec.next_errors
         if spec.recipient_errors is not None:
             self.recipient_errors.update({user_key(k): v for k, v in spec.recipient_errors.items()})
+        if "statuses" in spec.model_fields_set:
+            self.statuses = spec.statuses
+        if "read_errors" in spec.model_fields_set:
+            self.read_errors = spec.read_errors
 
     def describe(self) -> dict[str, object]:
         return {
@@ -94,6 +121,8 @@ class Faults:
             "timeout": self.timeout.model_dump() if self.timeout else None,
             "next_errors": self.next_errors.model_dump() if self.next_errors else None,
             "recipient_errors": {k: v.model_dump() for k, v in self.recipient_errors.items()},
+            "statuses": self.statuses.model_dump() if self.statuses else None,
+            "read_errors": self.read_errors.model_dump() if self.read_errors else None,
         }
 
     def take_random_error(self) -> int | None:
@@ -121,6 +150,24 @@ class Faults:
         remaining = fault.count - 1
         self.next_errors = fault.model_copy(update={"count": remaining}) if remaining > 0 else None
         return fault
+
+    def take_read_error(self) -> ReadFault | None:
+        """The error to answer this mark-as-read with, if any (a counted one is consumed)."""
+        fault = self.read_errors
+        if fault is None or fault.count is None:
+            return fault
+        remaining = fault.count - 1
+        self.read_errors = fault.model_copy(update={"count": remaining}) if remaining > 0 else None
+        return fault
+
+    def status_arrivals(self, delay: float) -> list[float]:
+        """When each copy of a status due after `delay` arrives: one copy at `delay`, unless the
+        `statuses` fault asks for copies and shuffling (seeded draws)."""
+        chaos = self.statuses
+        if chaos is None:
+            return [delay]
+        copies = self._random.randint(1, chaos.max_copies)
+        return [delay + self._random.uniform(0, chaos.shuffle_window_s) for _ in range(copies)]
 
     def draw(self) -> float:
         """A draw from the seeded generator (shared with duplicate/reorder decisions)."""

@@ -179,10 +179,13 @@ class MessageSender:
                 errors=[status_error(*async_error)] if async_error is not None else None,
             )
             label = f"{status:<9} {wamid[:24]}... to {message.to}"
+            item = StatusItem(number, entry)
+            if self._faults.statuses is not None:  # duplicated and shuffled on demand
+                for copy_after in self._faults.status_arrivals(arrives_after):
+                    self._delivery.schedule_status(item, label, delay=copy_after)
+                continue
             copies = 2 if self._draw(self._config.duplicate_probability) else 1
-            self._delivery.schedule_status(
-                StatusItem(number, entry), label, delay=arrives_after, copies=copies
-            )
+            self._delivery.schedule_status(item, label, delay=arrives_after, copies=copies)
         return [status for status, _ in plan]
 
     def _draw(self, probability: float) -> bool:
@@ -193,6 +196,10 @@ class MessageSender:
     def _mark_read(
         self, number: BusinessNumber, body: dict[str, Any], read: MarkAsRead
     ) -> GraphResult:
+        fault = self._faults.take_read_error()
+        if fault is not None:
+            error = graph_error(fault.code, fault.details, http_status=fault.http_status)
+            return self._reject(number.id, body, error, kind="read")
         if self._state.inbound_ids.get(read.message_id) != number.id:
             details = f"Message ID {read.message_id} is not a message received by this number."
             return self._reject(number.id, body, graph_error(131009, details), kind="read")
