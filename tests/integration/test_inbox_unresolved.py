@@ -8,7 +8,7 @@ import redis.asyncio as aioredis
 
 from tests.support.servers import free_port
 from whatsray.inbox import Inbox, InboxError, InboxUnavailable, UnresolvedEntry, partition_for
-from whatsray.inbox import streams as inbox_streams
+from whatsray.inbox import account as inbox_account
 from whatsray.inbox.entries import text_of
 from whatsray.whatsapp.events import ChatKey, MessageEvent
 from whatsray.whatsapp.message_content import MessageType, TextContent
@@ -183,7 +183,7 @@ async def test_unresolved_summary_pages_through_a_big_backlog_up_to_its_cap(
     assert len(await inbox.read_new(partition, "host", count=1200)) == 1200
     assert (await inbox.unresolved_summary(partition, 0))[0] == 2500  # 1200 pending + 1300 lag
 
-    monkeypatch.setattr(inbox_streams, "UNRESOLVED_CAP", 1500)
+    monkeypatch.setattr(inbox_account, "UNRESOLVED_CAP", 1500)
     assert (await inbox.unresolved_summary(partition, 0))[0] == 1500
 
 

@@ -7,6 +7,9 @@ router runs in tests (the real `Store` and `Outbox`) and on Ray (actor proxies).
 Every route is guarded (`whatsray.admin.guard`): auth before anything else, and every 4xx body
 an `ErrorBody` (`error`, `message`, and `detail` for invalid requests). A refused request changes
 nothing: every check runs before the one write (`record_outbound`).
+
+The inbound account's routes (unresolved items, the quarantine) are in
+`whatsray.admin.account_api`; `create_admin_router` adds them to the one router.
 """
 
 from __future__ import annotations
@@ -20,8 +23,9 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Security
 from fastapi.security import HTTPBearer
-from pydantic import TypeAdapter, ValidationError
+from pydantic import ValidationError
 
+from whatsray.admin.account_api import add_account_routes
 from whatsray.admin.auth import BearerAuth
 from whatsray.admin.guard import AdminProblem, guarded_route_class
 from whatsray.admin.models import (
@@ -37,14 +41,11 @@ from whatsray.admin.models import (
     MessageOut,
     MessagesPage,
     OutboundOut,
-    QuarantineOut,
-    QuarantinePage,
     SendMessageRequest,
     SendMessageResponse,
-    UnresolvedOut,
-    UnresolvedPage,
     normalize_user,
 )
+from whatsray.admin.paging import MAX_OFFSET, MAX_PAGE
 from whatsray.admin.ports import (
     AdminInboxPort,
     AdminOutboxPort,
@@ -54,28 +55,21 @@ from whatsray.admin.ports import (
     StatusReport,
 )
 from whatsray.admin.status_models import StatusOut
-from whatsray.inbox.values import InboxUnavailable
 from whatsray.outbox.ledger import OutboundItem, OutboundRecord
 from whatsray.outbox.window import WINDOW_SECONDS, window_open
 from whatsray.store.records import ChatRecord
 from whatsray.whatsapp.errors import MessageValidationError
-from whatsray.whatsapp.events import ChatKey, Event
+from whatsray.whatsapp.events import ChatKey
 from whatsray.whatsapp.messages import TextMessage, is_bsuid
 
 __all__ = ["AdminProblem", "create_admin_router", "idempotent_outbound_id"]
 
 log = logging.getLogger(__name__)
 
-MAX_PAGE = 500
-MAX_OFFSET = 1_000_000_000  # keeps a silly offset a 422, not a database overflow
 MAX_SEQ = 2**63 - 1
 CONTACT_PAGE = 100
 # How many phone-number matches to look through when a chat is keyed by the user's BSUID.
 _CONTACT_LOOKUP = 50
-MAX_UNRESOLVED = 1000
-MAX_OLDER_THAN_S = 366 * 24 * 3600
-# A quarantine record's events, read as the inbox reads an entry (JSON mode).
-_EVENT_LIST: TypeAdapter[list[Event]] = TypeAdapter(list[Event])
 
 # Declared for the OpenAPI document only ("Authorize" in /docs): the check itself is in
 # `guarded_route_class`, which runs before FastAPI resolves any dependency or parameter.
@@ -117,7 +111,6 @@ class _AdminApi:
         now: Callable[[], float],
         new_id: Callable[[], str],
         handoff: HandoffControl | None = None,
-        inbox: AdminInboxPort | None = None,
     ) -> None:
         self.store = store
         self.outbox_for = outbox_for
@@ -125,7 +118,6 @@ class _AdminApi:
         self.now = now
         self.new_id = new_id
         self.handoff = handoff
-        self.inbox = inbox
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -401,137 +393,6 @@ class _AdminApi:
             raise AdminProblem(404, "not_found", str(exc).strip("'\"")) from None
         return OutboundOut.from_record(record)
 
-    # -- the inbound account: unresolved items and the quarantine ----------------------------
-
-    async def list_unresolved(
-        self,
-        older_than_s: Annotated[
-            int,
-            Query(
-                ge=0,
-                le=MAX_OLDER_THAN_S,
-                description="Only items without an outcome for at least this many seconds.",
-            ),
-        ] = 60,
-        limit: Annotated[
-            int,
-            Query(ge=1, le=MAX_UNRESOLVED, description="At most this many items, oldest first."),
-        ] = 100,
-    ) -> UnresolvedPage:
-        assert self.inbox is not None  # the route exists only with an inbox
-        inbox = self.inbox
-        try:
-            per_partition = await asyncio.gather(
-                *(inbox.unresolved(p, older_than_s, limit) for p in range(inbox.partitions))
-            )
-        except InboxUnavailable as exc:
-            raise _inbox_unavailable(exc, "nothing can be listed") from None
-        stored = await self.store.unresolved_messages(older_than_s, limit)
-        now = self.now()
-        items = [UnresolvedOut.from_entry(entry) for found in per_partition for entry in found]
-        items += [UnresolvedOut.from_message(message, now) for message in stored]
-        items.sort(key=lambda item: item.age_s, reverse=True)
-        full = len(stored) >= limit or any(len(found) >= limit for found in per_partition)
-        return UnresolvedPage(
-            older_than_s=older_than_s,
-            count=min(len(items), limit),
-            truncated=full or len(items) > limit,
-            items=items[:limit],
-        )
-
-    async def list_quarantine(
-        self,
-        limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
-        offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
-        include_replayed: Annotated[
-            bool, Query(description="Also list records already replayed.")
-        ] = False,
-    ) -> QuarantinePage:
-        fetched = await self.store.list_quarantined(limit + 1, include_replayed, offset)
-        return QuarantinePage(
-            quarantined=[QuarantineOut.from_record(record) for record in fetched[:limit]],
-            limit=limit,
-            offset=offset,
-            next_offset=offset + limit if len(fetched) > limit else None,
-        )
-
-    async def get_quarantine(
-        self, quarantine_id: Annotated[str, Path(min_length=1, max_length=200)]
-    ) -> QuarantineOut:
-        record = await self.store.get_quarantined(quarantine_id)
-        if record is None:
-            raise AdminProblem(404, "not_found", f"no quarantine record {quarantine_id!r}")
-        return QuarantineOut.from_record(record)
-
-    async def replay_quarantine(
-        self, quarantine_id: Annotated[str, Path(min_length=1, max_length=200)]
-    ) -> QuarantineOut:
-        assert self.inbox is not None  # the route exists only with an inbox
-        record = await self.store.get_quarantined(quarantine_id)
-        if record is None:
-            raise AdminProblem(404, "not_found", f"no quarantine record {quarantine_id!r}")
-        if record.replayed_at is not None:
-            raise _already_replayed(quarantine_id)
-        if record.reason == "poison":
-            raise AdminProblem(
-                409,
-                "not_replayable",
-                f"quarantine record {quarantine_id!r} is poison: it holds the raw fields of an"
-                " inbox entry that does not decode, not events, so there is nothing to replay",
-            )
-        try:
-            events = _EVENT_LIST.validate_json(record.events)
-        except ValidationError as exc:
-            raise AdminProblem(
-                409,
-                "not_replayable",
-                f"quarantine record {quarantine_id!r}: its events do not decode"
-                f" ({exc.error_count()} error(s), first: {exc.errors()[0]['msg']})",
-            ) from None
-        unserved = sorted(
-            {e.chat.phone_number_id for e in events if e.chat is not None} - set(self.numbers)
-        )
-        if unserved or not events:
-            raise AdminProblem(
-                409,
-                "number_not_configured" if unserved else "not_replayable",
-                f"quarantine record {quarantine_id!r} is for business number(s)"
-                f" {', '.join(unserved)}, which this app does not serve: add them to"
-                " WHATSRAY_PHONE_NUMBER_IDS first"
-                if unserved
-                else f"quarantine record {quarantine_id!r} holds no events",
-            )
-        if not await self.store.claim_quarantine_replay(quarantine_id):
-            raise _already_replayed(quarantine_id)  # a concurrent replay won
-        try:
-            await self.inbox.append_replay(events)
-        except BaseException as exc:
-            # Not appended: the record goes back as it was, so that a later replay can go.
-            await self.store.undo_quarantine_replay(quarantine_id)
-            if isinstance(exc, InboxUnavailable):
-                raise _inbox_unavailable(exc, "nothing was replayed; try again") from None
-            raise
-        replayed = await self.store.get_quarantined(quarantine_id)
-        return QuarantineOut.from_record(replayed or record)
-
-
-def _already_replayed(quarantine_id: str) -> AdminProblem:
-    return AdminProblem(
-        409,
-        "already_replayed",
-        f"quarantine record {quarantine_id!r} was replayed already: its events went back into"
-        " the inbox once (if they fail again, a record is quarantined again)",
-    )
-
-
-def _inbox_unavailable(exc: InboxUnavailable, consequence: str) -> AdminProblem:
-    return AdminProblem(
-        503,
-        "inbox_unavailable",
-        f"the inbox (Redis) is unavailable ({exc}); {consequence}",
-        headers={"Retry-After": "5"},
-    )
-
 
 def create_admin_router(
     *,
@@ -561,7 +422,7 @@ def create_admin_router(
     numbers = tuple(phone_number_ids)
     if not numbers:
         raise ValueError("the admin API needs at least one phone_number_id to send from")
-    api = _AdminApi(store, outbox_for, numbers, now, new_id, handoff, inbox)
+    api = _AdminApi(store, outbox_for, numbers, now, new_id, handoff)
     router = APIRouter(
         prefix="/api",
         tags=["admin"],
@@ -633,65 +494,9 @@ def create_admin_router(
         ),
         responses={**not_found, **conflict},
     )
-    router.add_api_route(
-        "/quarantine",
-        api.list_quarantine,
-        methods=["GET"],
-        operation_id="list_quarantine",
-        summary="Inbound items the pipeline gave up on, newest first",
-        description=(
-            "Each record holds its reason (permanent, deadline, not_served, poison), the step"
-            " that failed, the error, and the events as the inbox held them; its inbound"
-            " messages have the outcome `quarantined` (or `not_served`). Replayed records only"
-            " with `include_replayed=true`."
-        ),
+    add_account_routes(
+        router, store=store, numbers=numbers, now=now, inbox=inbox, not_found=not_found
     )
-    router.add_api_route(
-        "/quarantine/{quarantine_id}",
-        api.get_quarantine,
-        methods=["GET"],
-        operation_id="get_quarantine",
-        summary="One quarantine record, with its events",
-        responses=not_found,
-    )
-    if inbox is not None:
-        router.add_api_route(
-            "/inbound/unresolved",
-            api.list_unresolved,
-            methods=["GET"],
-            operation_id="list_unresolved_inbound",
-            summary="Inbound items without an outcome for longer than `older_than_s`, oldest first",
-            description=(
-                "Inbox entries delivered to a session host and never acked (`pending`), or not"
-                " read yet (`undelivered`), in every partition; and stored inbound messages"
-                " whose outcome is unset (`no_outcome`). A healthy platform lists nothing"
-                " older than a minute. 503 when the inbox is unavailable."
-            ),
-            responses={503: {"model": ErrorBody, "description": "The inbox is unavailable."}},
-        )
-        router.add_api_route(
-            "/quarantine/{quarantine_id}/replay",
-            api.replay_quarantine,
-            methods=["POST"],
-            status_code=202,
-            operation_id="replay_quarantine",
-            summary="Put a quarantine record's events back into the inbox",
-            description=(
-                "Marks the record replayed, clears its messages' outcome and appends its events"
-                " to their partitions again (past the dedupe check); the session hosts then"
-                " handle them like new ones. Once only: replaying again is 409, as is a poison"
-                " record (nothing to replay). 503 when the inbox cannot take them: the record"
-                " stays as it was. Answers with the record (`replayed_at` set)."
-            ),
-            responses={
-                **not_found,
-                409: {
-                    "model": ErrorBody,
-                    "description": "Replayed already, poison, or for a number not served.",
-                },
-                503: {"model": ErrorBody, "description": "The inbox is unavailable."},
-            },
-        )
     if handoff is not None:
         chat_routes: dict[int | str, dict[str, Any]] = {
             **not_found,

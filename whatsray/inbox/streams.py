@@ -4,51 +4,35 @@ The ingress calls `append` (dedupe + XADD in one Lua script, one round trip per 
 host calls, on (re)start, `ensure_group`, then `read_pending` (delivered to it, never acked),
 then `claim_stale` (stuck with dead consumers), then `read_new` in a loop, and `ack` each entry
 once its turn is stored. See docs/inbox.md for the key layout and the reasons.
+
+The account of unresolved entries (`unresolved`, `unresolved_summary`) is mixed in from
+`account.py`; Redis's errors become the inbox's in `redis_errors.py`.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Iterator, Sequence
-from contextlib import contextmanager
-from typing import Any, Literal, Self, TypeVar
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Self, TypeVar
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
-from redis.exceptions import (
-    ConnectionError as RedisConnectionError,
-)
-from redis.exceptions import (
-    NoScriptError,
-    OutOfMemoryError,
-    ReadOnlyError,
-    RedisError,
-    ResponseError,
-)
-from redis.exceptions import (
-    TimeoutError as RedisTimeoutError,
-)
+from redis.exceptions import NoScriptError, RedisError, ResponseError
 
-from whatsray.inbox.account_scripts import (
-    REPLAY_SCRIPT,
-    REPLAY_SCRIPT_SHA,
-    SUMMARY_SCRIPT,
-    SUMMARY_SCRIPT_SHA,
-)
+from whatsray.inbox.account import UNRESOLVED_CAP, InboxAccount
+from whatsray.inbox.account_scripts import REPLAY_SCRIPT, REPLAY_SCRIPT_SHA
 from whatsray.inbox.append_script import APPEND_SCRIPT, APPEND_SCRIPT_SHA
 from whatsray.inbox.entries import EVENTS, decode_entry, stream_entries, text_of
 from whatsray.inbox.partitioning import partition_of_event
+from whatsray.inbox.redis_errors import translated_errors
 from whatsray.inbox.values import (
     AppendOutcome,
     AppendResult,
     ClaimBatch,
     InboxEntry,
-    InboxError,
     InboxLayoutMismatch,
-    InboxUnavailable,
     PartitionBacklog,
-    UnresolvedEntry,
 )
 from whatsray.whatsapp.events import Event
 
@@ -64,22 +48,10 @@ DEFAULT_MAX_CONNECTIONS = 64
 """Connections of one `Inbox.from_url` client: an ingress replica's concurrent appends, or a
 session host's blocking read plus its acks and metrics."""
 
-UNRESOLVED_CAP = 10_000
-"""`unresolved_summary` counts at most this many entries per partition."""
-_MAX_SEQ = 2**64 - 1  # the largest sequence part of a stream entry id
-
-# An outage, not a bug: the caller may retry later (the ingress answers 503).
-_UNAVAILABLE = (
-    RedisConnectionError,  # also BusyLoadingError: the server is loading its AOF
-    RedisTimeoutError,
-    OutOfMemoryError,
-    ReadOnlyError,  # a replica during a failover
-    OSError,
-)
 _T = TypeVar("_T")
 
 
-class Inbox:
+class Inbox(InboxAccount):
     """A partitioned, idempotent, durable inbox over Redis Streams.
 
     The Redis client is injected (and closed by its owner), except with `from_url`, where the
@@ -193,7 +165,7 @@ class Inbox:
         for event, partition in zip(events, partitions, strict=True):
             keys += [self.dedupe_key(event.idempotency_key), self.stream_key(partition)]
             args.append(EVENTS.dump_json(event))
-        with _translated_errors("append"):
+        with translated_errors("append"):
             reply = await self._run_append_script(keys, args)
         return AppendResult(
             outcomes=tuple(
@@ -221,7 +193,7 @@ class Inbox:
         keys = [self.stream_key(partition) for partition in partitions]
         args: list[str | bytes | int] = [self.maxlen or 0]
         args += [EVENTS.dump_json(event) for event in events]
-        with _translated_errors("append_replay"):
+        with translated_errors("append_replay"):
             reply = await self._run_script(REPLAY_SCRIPT, REPLAY_SCRIPT_SHA, keys, args)
         return AppendResult(
             outcomes=tuple(
@@ -254,7 +226,7 @@ class Inbox:
         The group starts at id 0, not `$`: entries appended before the first host started
         (the ingress runs first) are delivered too.
         """
-        with _translated_errors("ensure_group"):
+        with translated_errors("ensure_group"):
             try:
                 await self._redis.xgroup_create(
                     self.stream_key(partition), self.group, id="0", mkstream=True
@@ -368,7 +340,7 @@ class Inbox:
         """
         if not entry_ids:
             return 0
-        with _translated_errors("ack"):
+        with translated_errors("ack"):
             acked = await self._redis.xack(self.stream_key(partition), self.group, *entry_ids)
         return int(acked)
 
@@ -382,7 +354,7 @@ class Inbox:
 
     async def pending_count(self, partition: int) -> int:
         """Entries delivered to the group and not acked yet (0 when the group does not exist)."""
-        with _translated_errors("pending_count"):
+        with translated_errors("pending_count"):
             try:
                 summary = await self._redis.xpending(self.stream_key(partition), self.group)
             except ResponseError as exc:
@@ -394,7 +366,7 @@ class Inbox:
     async def unfinished(self, partition: int) -> int:
         """Entries of the partition not done yet: delivered and not acked, plus those the group
         has not read (its lag). 0 means the partition is quiet."""
-        with _translated_errors("unfinished"):
+        with translated_errors("unfinished"):
             try:
                 groups = await self._redis.xinfo_groups(self.stream_key(partition))
             except ResponseError as exc:
@@ -411,7 +383,7 @@ class Inbox:
         """The partition's lag, pending entries and the age of the oldest pending one: three
         cheap Redis calls (XINFO GROUPS, XPENDING, and the time), for metrics and `status`."""
         key = self.stream_key(partition)
-        with _translated_errors("backlog"):
+        with translated_errors("backlog"):
             try:
                 groups = await self._redis.xinfo_groups(key)
                 summary = await self._redis.xpending(key, self.group)
@@ -430,84 +402,9 @@ class Inbox:
         oldest_s = max(0.0, (now_ms - int(text_of(oldest).split("-")[0])) / 1000) if oldest else 0.0
         return PartitionBacklog(partition, lag, pending, oldest_s)
 
-    async def unresolved(
-        self, partition: int, older_than_s: float, limit: int = 100, now_ms: int | None = None
-    ) -> list[UnresolvedEntry]:
-        """The partition's entries without an outcome for more than `older_than_s`, oldest first,
-        at most `limit`: those delivered and never acked (`pending`, XPENDING), then those the
-        group has not read yet (`undelivered`: after its last delivered id). Without the group
-        (no host started yet) every entry of the stream is undelivered. For the admin API."""
-        if limit < 1:
-            raise ValueError(f"limit must be at least 1, got {limit}")
-        key = self.stream_key(partition)
-        with _translated_errors("unresolved"):
-            if now_ms is None:
-                now_ms = await self._now_ms()
-            cutoff = _cutoff_id(now_ms, older_than_s)
-            if cutoff is None:
-                return []
-            try:
-                groups = await self._redis.xinfo_groups(key)
-            except ResponseError as exc:
-                if "no such key" in str(exc):
-                    return []
-                raise
-            ours = [g for g in groups if text_of(g["name"]) == self.group]
-            pending: list[Any] = []
-            start = "-"
-            if ours:
-                start = f"({text_of(ours[0]['last-delivered-id'])}"
-                pending = await self._redis.xpending_range(
-                    key, self.group, min="-", max=cutoff, count=limit
-                )
-            fields_of: dict[str, Any] = {}
-            if pending:  # their fields, one XRANGE each, in one round trip
-                pipe = self._redis.pipeline(transaction=False)
-                for row in pending:
-                    pipe.xrange(key, row["message_id"], row["message_id"])
-                for found in await pipe.execute():
-                    fields_of.update((text_of(i), f) for i, f in found)
-            undelivered: list[Any] = []
-            if len(pending) < limit:
-                found = await self._redis.xrange(key, start, cutoff, count=limit - len(pending))
-                undelivered = list(found or ())
-        entries = [
-            _unresolved(
-                partition,
-                "pending",
-                text_of(row["message_id"]),
-                fields_of.get(text_of(row["message_id"])),
-                int(row["times_delivered"]),
-                now_ms,
-            )
-            for row in pending
-        ]
-        entries += [
-            _unresolved(partition, "undelivered", text_of(entry_id), fields, None, now_ms)
-            for entry_id, fields in undelivered
-        ]
-        return entries
-
-    async def unresolved_summary(
-        self, partition: int, older_than_s: float, now_ms: int | None = None
-    ) -> tuple[int, float]:
-        """`(count, oldest_age_s)` for the gauges: how many of the partition's entries have had
-        no outcome for more than `older_than_s` (pending or undelivered, at most
-        `UNRESOLVED_CAP`), and the age of its oldest unacked entry (0 when none). One read-only
-        script call that sends no entry back: cheap enough every few seconds."""
-        key = self.stream_key(partition)
-        with _translated_errors("unresolved_summary"):
-            if now_ms is None:
-                now_ms = await self._now_ms()
-            cutoff = _cutoff_id(now_ms, older_than_s) or "0-0"  # 0-0: no entry is that old
-            count, oldest = await self._run_script(
-                SUMMARY_SCRIPT, SUMMARY_SCRIPT_SHA, [key], [self.group, cutoff, UNRESOLVED_CAP]
-            )
-        return int(count), _age_s(text_of(oldest), now_ms) if oldest else 0.0
-
     async def length(self, partition: int) -> int:
         """Entries in the partition's stream, acked or not (until `maxlen` trims them)."""
-        with _translated_errors("length"):
+        with translated_errors("length"):
             return int(await self._redis.xlen(self.stream_key(partition)))
 
     async def check_layout(self) -> None:
@@ -515,7 +412,7 @@ class Inbox:
 
         Call at startup: a changed count would route a chat to another partition mid-stream.
         """
-        with _translated_errors("check_layout"):
+        with translated_errors("check_layout"):
             await self._redis.set(self.layout_key, self.partitions, nx=True)
             stored = await self._redis.get(self.layout_key)
         if stored is not None and int(stored) != self.partitions:
@@ -534,16 +431,11 @@ class Inbox:
         except NoScriptError:  # not cached (a restart, a SCRIPT FLUSH): EVAL loads it again
             return await self._redis.eval(script, len(keys), *keys, *args)
 
-    async def _now_ms(self) -> int:
-        """Redis's clock, which stamped the entry ids."""
-        seconds, micros = await self._redis.time()
-        return int(seconds) * 1000 + int(micros) // 1000
-
     async def _group_call(
         self, partition: int, action: str, call: Callable[[], Awaitable[_T]]
     ) -> _T:
         """Run a group read; if the group is gone (a wiped Redis), create it and run it again."""
-        with _translated_errors(action):
+        with translated_errors(action):
             try:
                 return await call()
             except ResponseError as exc:
@@ -559,7 +451,7 @@ class Inbox:
         """How often each entry was delivered (XPENDING): only on the restart paths."""
         if not entries:
             return {}
-        with _translated_errors("delivery_counts"):
+        with translated_errors("delivery_counts"):
             details = await self._redis.xpending_range(
                 self.stream_key(partition),
                 self.group,
@@ -569,49 +461,3 @@ class Inbox:
                 consumername=consumer,
             )
         return {text_of(d["message_id"]): int(d["times_delivered"]) for d in details}
-
-
-def _age_s(entry_id: str, now_ms: int) -> float:
-    """An entry's age: its id starts with the milliseconds it was appended at."""
-    return max(0.0, (now_ms - int(entry_id.split("-")[0])) / 1000)
-
-
-def _cutoff_id(now_ms: int, older_than_s: float) -> str | None:
-    """The last entry id at least `older_than_s` old (None: none can be, the clock is younger)."""
-    cutoff_ms = now_ms - int(older_than_s * 1000)
-    return f"{cutoff_ms}-{_MAX_SEQ}" if cutoff_ms >= 0 else None
-
-
-def _unresolved(
-    partition: int,
-    state: Literal["pending", "undelivered"],
-    entry_id: str,
-    fields: Any,
-    deliveries: int | None,
-    now_ms: int,
-) -> UnresolvedEntry:
-    entry = decode_entry(partition, entry_id, fields, deliveries, quiet=True)
-    event = entry.event
-    return UnresolvedEntry(
-        partition=partition,
-        entry_id=entry_id,
-        state=state,
-        age_s=_age_s(entry_id, now_ms),
-        deliveries=deliveries,
-        kind="poison" if event is None else event.kind,
-        event_id=None if event is None else event.idempotency_key,
-        chat=None if event is None or event.chat is None else str(event.chat),
-        poison=entry.poison,
-    )
-
-
-@contextmanager
-def _translated_errors(action: str) -> Iterator[None]:
-    try:
-        yield
-    except InboxError:
-        raise
-    except _UNAVAILABLE as exc:
-        raise InboxUnavailable(f"inbox unavailable ({action}): {exc}") from exc
-    except RedisError as exc:
-        raise InboxError(f"inbox {action} failed: {exc}") from exc

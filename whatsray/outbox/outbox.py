@@ -15,25 +15,28 @@ behind, many in one store call (`write_behind`), and a status is acknowledged on
 
 Order: the parts of one `submit` go out one after another, and submits to the same recipient
 never interleave (one lane per recipient, FIFO); different recipients run concurrently.
+
+Mixed in: status webhooks (`statuses.py`), the 24-hour window's template fallbacks
+(`fallbacks.py`), and the background sends, `dispatch` and the sweeps (`background.py`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import random
-import re
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from dataclasses import replace
 from typing import Any, TypeVar
 
 from whatsray import metrics
 from whatsray.batching import Batcher
 from whatsray.observability.logs import IdValue, log_ids
+from whatsray.outbox.background import BACKGROUND_RETRY, BackgroundSends
 from whatsray.outbox.fallbacks import WindowFallbacks, template_outbound_id
+from whatsray.outbox.lanes import Lane, recipient_key
 from whatsray.outbox.ledger import (
     OutboundItem,
     OutboundLedger,
@@ -49,10 +52,10 @@ from whatsray.outbox.snapshot import OutboxStatus
 from whatsray.outbox.statuses import RE_ENGAGEMENT_CODE, StatusWebhooks
 from whatsray.outbox.templates import EMPTY_TEMPLATES, TemplatesConfig
 from whatsray.outbox.window import WindowLookup, is_template_body
-from whatsray.retries import Backoff, GaveUp, retry_until
+from whatsray.retries import Backoff
 from whatsray.whatsapp.errors import MessageValidationError, ReEngagementError, WhatsAppError
 from whatsray.whatsapp.graph_client import GraphClient
-from whatsray.whatsapp.messages import MarkAsRead, Message, is_bsuid, validate_send_body
+from whatsray.whatsapp.messages import MarkAsRead, Message, validate_send_body
 
 __all__ = [
     "REPLAY_PURPOSE",
@@ -69,12 +72,6 @@ T = TypeVar("T")
 
 REPLAY_PURPOSE = "dead_letter_replay"
 
-# A background send that raised (the store unreachable, a restarting actor) is tried again at
-# these intervals, for up to `background_deadline_s`; then the sweep takes it up.
-BACKGROUND_RETRY = Backoff(initial_s=0.5, factor=2.0, max_s=30.0)
-# What a background send that raised for a bug (not transient) is dead-lettered as.
-INTERNAL_ERROR = "internal_error"
-
 
 class OutboxClosedError(RuntimeError):
     """`submit` or `replay_dead_letter` after `close()`."""
@@ -85,28 +82,12 @@ def replay_outbound_id(outbound_id: str, dead_letter_id: str) -> str:
     return f"{outbound_id}~replay:{dead_letter_id}"
 
 
-_PHONE_NOISE = re.compile(r"[^\d]")
-
-
-def recipient_key(to: str) -> str:
-    """One key per user whatever the phone format ("+1 555-..." and "1555..." are the same)."""
-    return to if is_bsuid(to) else _PHONE_NOISE.sub("", to) or to
-
-
 def _describe(exc: BaseException) -> str:
     code = getattr(exc, "code", None)
     return f"{type(exc).__name__}({code})" if code is not None else type(exc).__name__
 
 
-class _Lane:
-    __slots__ = ("lock", "users")
-
-    def __init__(self) -> None:
-        self.lock = asyncio.Lock()  # FIFO: submits to one recipient go out in arrival order
-        self.users = 0
-
-
-class Outbox(StatusWebhooks, WindowFallbacks):
+class Outbox(StatusWebhooks, WindowFallbacks, BackgroundSends):
     """Sends one business number's messages. Plain async class; a Ray actor wraps it later."""
 
     def __init__(
@@ -162,7 +143,7 @@ class Outbox(StatusWebhooks, WindowFallbacks):
         self._behind: Batcher[SendResult | StatusWrite, None] = Batcher(
             self._write_behind, name=f"outbox-{phone_number_id}-writes", linger_s=write_linger_s
         )
-        self._lanes: dict[str, _Lane] = {}
+        self._lanes: dict[str, Lane] = {}
         # Outbound ids some task is sending, with when they were recorded (for `status`).
         self._delivering: dict[str, float] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -286,62 +267,6 @@ class Outbox(StatusWebhooks, WindowFallbacks):
                 results[index] = record
         return [record for record in results if record is not None]
 
-    async def dispatch(
-        self,
-        items: Sequence[OutboundItem],
-        fresh: Sequence[bool] | None = None,
-        windows: Mapping[str, float | None] | None = None,
-    ) -> None:
-        """Send items the caller already recorded in the ledger, in the background.
-
-        For callers that made the items durable themselves (a turn's commit records its replies
-        with the turn) and must not wait for Meta: the session host acks on commit. Returns at
-        once; failures are logged, and dead-lettered as `submit` would.
-
-        `fresh[i]`: item i was newly recorded by the caller (pending, never attempted), so the
-        outbox need not read it back. `windows`: the chats' last inbound times as the caller
-        knows them, so the outbox need not look the window up.
-        """
-        self._check_open()
-        self._check_number(items)
-        for chat, last_inbound_at in (windows or {}).items():
-            self.memory.note_window(chat, last_inbound_at)
-        newly = [
-            item for item, new in zip(items, fresh or [False] * len(items), strict=True) if new
-        ]
-        for item in newly:
-            self.memory.add_fresh(item)
-        self._count("submitted", len(newly))
-        self._spawn(self._send_logged(items))
-
-    async def resume_pending(self, limit: int = 10_000) -> int:
-        """Send what a previous outbox recorded but never finished (call once at start)."""
-        return await self.sweep_pending(older_than_s=0.0, limit=limit)
-
-    async def sweep_pending(self, older_than_s: float = 30.0, limit: int = 10_000) -> int:
-        """Send what is pending in the ledger, older than `older_than_s`, and not being sent:
-        what a previous outbox left, a reply whose session host died between its commit and its
-        dispatch, a background send that failed. Returns how many it took up.
-
-        Each goes through the grace wait for a status webhook first (the ledger cannot say
-        whether an earlier outbox attempted it), so a message that did reach Meta is not sent
-        again. The actor calls this at start and then periodically; a restarted session host
-        calls it once (docs/outbox.md, "Sweeps").
-        """
-        self._check_open()
-        records = await self._ledger.pending_outbound(self.phone_number_id, limit)
-        cutoff = self._now() - older_than_s
-        todo = [
-            self.memory.put_loaded(r)
-            for r in records
-            if r.outbound_id not in self._delivering and r.created_at <= cutoff
-        ]
-        todo = [r for r in todo if r.status == "pending"]  # memory may know better
-        if todo:
-            log.info("taking up %d pending outbound message(s)", len(todo))
-            self._spawn(self._send_logged([record.to_item() for record in todo]))
-        return len(todo)
-
     async def mark_read(self, message_id: str, typing_indicator: bool = False) -> None:
         """Blue ticks on `message_id` (and earlier ones), optionally with the typing indicator."""
         self._check_open()
@@ -368,87 +293,6 @@ class Outbox(StatusWebhooks, WindowFallbacks):
                 )
 
         await asyncio.gather(*(one(message_id) for message_id in message_ids))
-
-    async def _send_logged(self, items: Sequence[OutboundItem]) -> None:
-        """Send items already in the ledger, in the background: one lane per recipient, parts
-        in order, each lane retrying what raised (docs/outbox.md, "Background sends that
-        raise")."""
-        lanes: dict[str, list[str]] = {}
-        for item in items:
-            lanes.setdefault(recipient_key(item.to), []).append(item.outbound_id)
-        self._delivering.update((i.outbound_id, i.created_at) for i in items)  # sweeps skip them
-        try:
-            await asyncio.gather(*(self._run_lane_logged(k, ids) for k, ids in lanes.items()))
-        finally:
-            for item in items:
-                self._delivering.pop(item.outbound_id, None)
-
-    async def _run_lane_logged(self, key: str, outbound_ids: list[str]) -> None:
-        """`_run_lane` that never raises. A delivery that raised (not Meta's answer: that is
-        handled in `_send_with_retries`) is tried again while the failure is transient (the
-        store unreachable, an actor restarting) and until `background_deadline_s`, holding the
-        lane so that later parts never overtake it; `_deliver` reads the record each time, so
-        one sent meanwhile is not sent again. After the deadline the rest of the lane is left
-        pending for the sweep; a permanent failure (a bug) dead-letters that message."""
-        async with self._lane(key):
-            for index, outbound_id in enumerate(outbound_ids):
-                try:
-                    await retry_until(
-                        functools.partial(self._deliver, outbound_id),
-                        what=f"background send of {outbound_id}",
-                        backoff=self._background_retry,
-                        deadline=self._now() + self._background_deadline_s,
-                        now=self._now,
-                        sleep=self._sleep,
-                        on_retry=functools.partial(self._log_background_retry, outbound_id),
-                    )
-                except GaveUp as gave_up:
-                    if gave_up.reason == "permanent" and await self._park_broken(
-                        outbound_id, gave_up
-                    ):
-                        continue
-                    left = outbound_ids[index:]
-                    log.error(
-                        "background send of %s gave up (%s); %d message(s) left pending for "
-                        "the sweep: %s",
-                        outbound_id,
-                        gave_up.description,
-                        len(left),
-                        left,
-                        exc_info=gave_up.error,
-                        extra=self._log_ids(outbound_id),
-                    )
-                    return
-
-    def _log_background_retry(self, outbound_id: str, error: BaseException, wait: float) -> None:
-        log.warning(
-            "background send of %s failed (%s: %s); retrying in %.1fs",
-            outbound_id,
-            type(error).__name__,
-            error,
-            wait,
-            extra=self._log_ids(outbound_id),
-        )
-
-    async def _park_broken(self, outbound_id: str, gave_up: GaveUp) -> bool:
-        """Dead-letter a message whose delivery raised for a bug, so it is listed and can be
-        replayed; unless it got out before the bug struck. False: it stays pending."""
-        known = self.memory.get(outbound_id)
-        if known is not None and known.status != "pending":
-            log.error("background send of %s raised after it was done (%s)", outbound_id,
-                      gave_up.description, exc_info=gave_up.error,
-                      extra=self._log_ids(outbound_id))  # fmt: skip
-            return True
-        reason = f"{INTERNAL_ERROR}:{type(gave_up.error).__name__}"
-        log.error("background send of %s failed for good: dead-lettered", outbound_id,
-                  exc_info=gave_up.error, extra=self._log_ids(outbound_id))  # fmt: skip
-        try:
-            await self._park(outbound_id, reason, None, gave_up.description)
-        except Exception:
-            log.exception("could not dead-letter %s: left pending for the sweep", outbound_id,
-                          extra=self._log_ids(outbound_id))  # fmt: skip
-            return False
-        return True
 
     def _check_number(self, items: Sequence[OutboundItem]) -> None:
         for item in items:
@@ -500,7 +344,7 @@ class Outbox(StatusWebhooks, WindowFallbacks):
     async def _lane(self, key: str) -> AsyncIterator[None]:
         lane = self._lanes.get(key)
         if lane is None:
-            lane = self._lanes[key] = _Lane()
+            lane = self._lanes[key] = Lane()
         lane.users += 1
         try:
             async with lane.lock:
