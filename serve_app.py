@@ -221,6 +221,7 @@ class Platform:
                 agents_file=agents_file,
                 engine_override=override,
                 idle_timeout_s=s.session_idle_timeout_s,
+                retry_deadline_s=s.retry_deadline_s,
                 operator_number=s.operator_number,
                 handoff_release_after_s=s.handoff_release_after_s,
                 peer_names=host_names,  # a handoff change reaches the host holding the chat

@@ -47,6 +47,7 @@ class SessionHost:
         agents_file: str,
         engine_override: str | None,
         idle_timeout_s: float,
+        retry_deadline_s: float = 600.0,
         operator_number: str | None = None,
         handoff_release_after_s: float | None = None,
         peer_names: Sequence[str],
@@ -74,7 +75,9 @@ class SessionHost:
             outbox_for=outbox_clients.__getitem__,
             agents_config=agents_config,
             phone_number_ids=tuple(outboxes),
-            session_config=SessionConfig(idle_timeout_s=idle_timeout_s),
+            session_config=SessionConfig(
+                idle_timeout_s=idle_timeout_s, retry_deadline_s=retry_deadline_s
+            ),
             operator_number=operator_number,
             handoff_release_after_s=handoff_release_after_s or None,
             partitions=partitions,

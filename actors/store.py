@@ -28,6 +28,7 @@ from whatsray.outbox.ledger import (
 from whatsray.scheduling.models import JobKind
 from whatsray.store import Store
 from whatsray.store.job_records import JobRecord, JobRunRecord, RunStatus
+from whatsray.store.quarantine import QuarantineRecord, UnresolvedMessage
 from whatsray.store.records import (
     ChatRecord,
     Contact,
@@ -84,8 +85,16 @@ class StoreActor:
 
     # -- chats, contacts, messages, turns, sessions ---------------------------------------------
 
-    async def record_inbound(self, event: MessageEvent) -> bool:
-        return await (await self._open("record_inbound")).record_inbound(event)
+    async def record_inbound(
+        self, event: MessageEvent, outcome: str = "recorded", outcome_ref: str | None = None
+    ) -> bool:
+        store = await self._open("record_inbound")
+        return await store.record_inbound(event, outcome, outcome_ref)
+
+    async def quarantine(
+        self, record: QuarantineRecord, messages: Sequence[MessageEvent] = ()
+    ) -> bool:
+        return await (await self._open("quarantine")).quarantine(record, messages)
 
     async def update_chat(self, chat: ChatKey | str, **fields: Any) -> None:
         """Only the fields given (`last_inbound_at`, `handoff`, `agent`) change."""
@@ -217,6 +226,32 @@ class StoreActor:
     ) -> None:
         metrics.store_batch_rows.observe(len(sent) + len(statuses), op="write_behind")
         return await (await self._open("write_behind")).write_behind(sent, statuses)
+
+    # -- the quarantine and the inbound account (the admin API) ----------------------------------
+
+    async def get_quarantined(self, quarantine_id: str) -> QuarantineRecord | None:
+        return await (await self._open("get_quarantined")).get_quarantined(quarantine_id)
+
+    async def list_quarantined(
+        self, limit: int = 50, include_replayed: bool = False, offset: int = 0
+    ) -> list[QuarantineRecord]:
+        return await (await self._open("list_quarantined")).list_quarantined(
+            limit, include_replayed, offset
+        )
+
+    async def claim_quarantine_replay(self, quarantine_id: str) -> bool:
+        store = await self._open("claim_quarantine_replay")
+        return await store.claim_quarantine_replay(quarantine_id)
+
+    async def undo_quarantine_replay(self, quarantine_id: str) -> None:
+        store = await self._open("undo_quarantine_replay")
+        return await store.undo_quarantine_replay(quarantine_id)
+
+    async def unresolved_messages(
+        self, older_than_s: float, limit: int = 100
+    ) -> list[UnresolvedMessage]:
+        store = await self._open("unresolved_messages")
+        return await store.unresolved_messages(older_than_s, limit)
 
     # -- jobs (the scheduler) ---------------------------------------------------------------------
 

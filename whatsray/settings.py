@@ -61,6 +61,9 @@ class Settings(BaseSettings):
     engine_override: str | None = None
     agent_pool_size: int = Field(default=1, ge=1, le=64)  # agent worker actors per agent
     session_idle_timeout_s: float = Field(default=3600.0, gt=0)
+    # A step of the message path that keeps failing transiently (the store down, a restarting
+    # actor) is retried this long per item, then the item is quarantined (docs/errors.md).
+    retry_deadline_s: float = Field(default=600.0, gt=0)
     # Who is told when an agent hands a chat to a person (`handoff_to_human`): a WhatsApp number
     # on the business number's side, digits only once read ("+49 151 2345678" -> 491512345678).
     operator_number: str | None = None

@@ -25,6 +25,7 @@ from whatsray.pipeline.host import HostStorePort
 from whatsray.scheduling.models import JobKind
 from whatsray.scheduling.ports import JobStorePort
 from whatsray.store.job_records import JobRecord, JobRunRecord, RunStatus
+from whatsray.store.quarantine import QuarantineRecord, UnresolvedMessage
 from whatsray.store.records import (
     ChatRecord,
     Contact,
@@ -50,13 +51,21 @@ _KEEP = _Keep()
 class HostStoreClient(Client):
     """The session host's store (`HostStorePort`: the turn pipeline and the handoff desk)."""
 
-    async def record_inbound(self, event: MessageEvent) -> bool:
+    async def record_inbound(
+        self, event: MessageEvent, outcome: str = "recorded", outcome_ref: str | None = None
+    ) -> bool:
         calls.count(STORE, "record_inbound")
-        return await self._handle.record_inbound.remote(event)
+        return await self._handle.record_inbound.remote(event, outcome, outcome_ref)
 
     async def record_outbound(self, item: OutboundItem) -> bool:
         calls.count(STORE, "record_outbound")
         return await self._handle.record_outbound.remote(item)
+
+    async def quarantine(
+        self, record: QuarantineRecord, messages: Sequence[MessageEvent] = ()
+    ) -> bool:
+        calls.count(STORE, "quarantine")
+        return await self._handle.quarantine.remote(record, messages)
 
     async def commit_turns(self, commits: Sequence[TurnCommit]) -> list[list[bool] | Exception]:
         calls.count(STORE, "commit_turns")
@@ -241,6 +250,30 @@ class AdminStoreClient(Client):
     async def status_counts(self) -> StatusCounts:
         calls.count(STORE, "status_counts")
         return await self._handle.status_counts.remote()
+
+    async def get_quarantined(self, quarantine_id: str) -> QuarantineRecord | None:
+        calls.count(STORE, "get_quarantined")
+        return await self._handle.get_quarantined.remote(quarantine_id)
+
+    async def list_quarantined(
+        self, limit: int = 50, include_replayed: bool = False, offset: int = 0
+    ) -> list[QuarantineRecord]:
+        calls.count(STORE, "list_quarantined")
+        return await self._handle.list_quarantined.remote(limit, include_replayed, offset)
+
+    async def claim_quarantine_replay(self, quarantine_id: str) -> bool:
+        calls.count(STORE, "claim_quarantine_replay")
+        return await self._handle.claim_quarantine_replay.remote(quarantine_id)
+
+    async def undo_quarantine_replay(self, quarantine_id: str) -> None:
+        calls.count(STORE, "undo_quarantine_replay")
+        return await self._handle.undo_quarantine_replay.remote(quarantine_id)
+
+    async def unresolved_messages(
+        self, older_than_s: float, limit: int = 100
+    ) -> list[UnresolvedMessage]:
+        calls.count(STORE, "unresolved_messages")
+        return await self._handle.unresolved_messages.remote(older_than_s, limit)
 
 
 class ToolStoreClient(Client):

@@ -12,6 +12,7 @@ returns data and that every alert rule loads and evaluates.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -146,6 +147,12 @@ def _traffic(running: RunningWhatsray) -> None:
     body = (FIXTURES / "status_delivered.json").read_bytes()
     signed = {SIGNATURE_HEADER: sign(settings.app_secret.get_secret_value(), body)}
     assert api.post("/webhook", content=body, headers=signed).status_code == 200
+    # A message to a second number of the same Meta app, which this app does not serve.
+    unserved = json.loads((FIXTURES / "message_text.json").read_text())
+    unserved["entry"][0]["changes"][0]["value"]["metadata"]["phone_number_id"] = "999000111222"
+    body = json.dumps(unserved).encode()
+    signed = {SIGNATURE_HEADER: sign(settings.app_secret.get_secret_value(), body)}
+    assert api.post("/webhook", content=body, headers=signed).status_code == 200
     quiet()  # the next send is the reply below, not anything still in flight
     emulator.post(
         "/emulator/faults", json={"next_errors": {"code": 130429, "count": 1}}
@@ -221,6 +228,9 @@ def test_counters_moved_by_exactly_what_the_traffic_implies(observed: Observed) 
     assert value(sends.format('result="failed"')) == 1
     assert value('sum(whatsray_dead_letters_total{reason="permanent_error"})') == 1
     assert value("sum(whatsray_dead_letters_total)") == 1
+    assert value('sum(whatsray_quarantined_total{stage="delivery",reason="not_served"})') == 1
+    assert value("sum(whatsray_quarantined_total)") == 1
+    assert value("sum(whatsray_inbound_unresolved)") == 0
     fallbacks = 'whatsray_template_fallbacks_total{purpose="reminder",reason="window_closed"}'
     assert value(f"sum({fallbacks})") == 1
     assert value("sum(whatsray_template_fallbacks_total)") == 1
@@ -254,11 +264,11 @@ def test_every_alert_rule_loads_and_evaluates_and_only_the_expected_ones_fire(
     for expr in alert_expressions(RULES):
         observed.prometheus.query(expr)  # valid: a bad expression raises here
     rules = observed.prometheus.evaluated_rules()
-    assert {rule["name"] for rule in rules} >= {"WhatsrayDeadLetters"}
+    assert {rule["name"] for rule in rules} >= {"WhatsrayDeadLetters", "WhatsrayQuarantined"}
     assert [r for r in rules if r["health"] != "ok"] == []
-    # The dead letter is news; nothing else is wrong with this platform.
+    # The dead letter and the unserved number's message are news; nothing else is wrong.
     active = {r["name"] for r in rules if r.get("state") in ("pending", "firing")}
-    assert active <= {"WhatsrayDeadLetters"}, active
+    assert active <= {"WhatsrayDeadLetters", "WhatsrayQuarantined"}, active
 
 
 def test_the_metrics_port_answers_without_a_token(observed: Observed) -> None:

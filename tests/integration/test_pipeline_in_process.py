@@ -553,3 +553,85 @@ async def test_a_reply_committed_but_never_dispatched_is_sent_by_the_restarted_h
     await pipeline.quiet()
     assert len(pipeline.emulator.outbound(to=user)) == 1
     assert await pipeline.store.count_outbound(status="pending") == 0
+
+
+# --- read receipts and typing: best effort (issue 11) ----------------------------------------
+
+
+async def test_read_receipts_meta_refuses_cost_the_user_nothing(pipeline: Pipeline) -> None:
+    """Every mark-as-read is answered 131009 (as Meta answers a message id it does not
+    accept): the user still gets the reply, once, and nothing is left pending or unacked."""
+    user = "15551270001"
+    faults = {"read_errors": {"code": 131009}}  # every one, until cleared
+    assert (await pipeline.control.post("/emulator/faults", json=faults)).status_code == 200
+    wamid = await pipeline.user_says(user, "are you there?")
+    assert await pipeline.replies_to(user, 1) == ["echo: are you there?"]
+    await pipeline.quiet()
+
+    assert len(pipeline.emulator.outbound(to=user)) == 1
+    reads = pipeline.emulator.outbound(kind="read")
+    assert [(r.body["message_id"], r.outcome, r.error_code) for r in reads] == [
+        (wamid, "rejected", 131009)
+    ]
+    assert await pipeline.store.count_outbound(status="pending") == 0
+    for partition in range(PARTITIONS):
+        assert await pipeline.inbox.pending_count(partition) == 0
+    stored = await pipeline.store.get_message(wamid)
+    assert stored is not None and stored.turn_id is not None
+    assert await pipeline.store.count_turns() == 1  # one turn: the failure retried nothing
+
+
+@pytest.mark.parametrize("failure", ["raises", "hangs"])
+async def test_a_typing_refresh_that_fails_does_not_stop_the_turn(
+    redis: aioredis.Redis, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, failure: str
+) -> None:
+    """The outbox is out of reach for read receipts (its actor down: the call raises; or
+    restarting: it never answers) while a long turn refreshes the typing indicator."""
+    from whatsray.pipeline import host as host_module
+    from whatsray.pipeline.waiting import WaitingNotice
+
+    refresh_s = 0.01
+    typing_wakes: list[float] = []
+    woke = asyncio.Event()
+
+    async def sleep(seconds: float) -> None:
+        await asyncio.sleep(seconds)
+        if seconds == refresh_s:  # the typing loop, about to refresh
+            typing_wakes.append(seconds)
+            woke.set()
+
+    monkeypatch.setattr(
+        host_module,
+        "WaitingNotice",
+        lambda: WaitingNotice(sleep=sleep, typing_refresh_s=refresh_s),
+    )
+    user = "15551270002"
+    async with running_pipeline(redis, tmp_path / "w.duckdb", agents_config()) as pipeline:
+        calls: list[Sequence[str]] = []
+        never = asyncio.Event()
+
+        async def unreachable(message_ids: Sequence[str], typing_indicator: bool = True) -> None:
+            calls.append(message_ids)
+            if failure == "raises":
+                raise ConnectionError("the outbox actor is unreachable")
+            await never.wait()
+
+        monkeypatch.setattr(pipeline.outbox, "mark_reads", unreachable)
+        gate = asyncio.Event()  # the model answers once the typing refresh has failed
+        pipeline.engine.delay_call(pipeline.engine.call_count + 1, gate)
+        await pipeline.user_says(user, "take your time")
+        await pipeline.engine.wait_for_calls(1)
+        if failure == "raises":  # two refreshes failed, and the turn went on waiting
+            await eventually(lambda: len(typing_wakes) >= 3 and len(calls) >= 3)
+        else:  # the receipt's call hangs; the refresh is stuck behind it
+            await woke.wait()
+        gate.set()
+
+        assert await pipeline.replies_to(user, 1) == ["echo: take your time"]
+        await pipeline.quiet()
+        assert len(pipeline.emulator.outbound(to=user)) == 1
+        assert await pipeline.store.count_turns() == 1
+        assert await pipeline.store.count_outbound(status="pending") == 0
+        for partition in range(PARTITIONS):
+            assert await pipeline.inbox.pending_count(partition) == 0
+        never.set()

@@ -101,7 +101,14 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
         agents_file=AGENTS,
         operator_number=OPERATOR,
     ) as running:
-        yield Platform(running.settings, running.api, running.emulator, running.valkey)
+        platform = Platform(running.settings, running.api, running.emulator, running.valkey)
+        yield platform
+        # Every test settles: then no inbound message is left without an outcome.
+        platform.wait_quiet()
+        unresolved = platform.api.get(
+            "/api/inbound/unresolved", params={"older_than_s": 0}, headers=admin(platform)
+        ).json()
+        assert unresolved["count"] == 0, unresolved
 
 
 def test_end_to_end_reply(platform: Platform) -> None:
@@ -451,3 +458,69 @@ def test_whatsray_status_shows_every_partition_and_the_outbox(
     assert {a["agent"] for a in body["agents"]} == {"assistant", "slow", "support", "queued"}
     assert isinstance(body["dead_letters"], int) and isinstance(body["handoffs"], int)
     assert body["next_runs"] is not None
+
+
+def signed_webhook(platform: Platform, *, sender: str, wamid: str, number: str) -> httpx.Response:
+    """A real message webhook (the fixture's) from `sender` to business number `number`."""
+    payload = json.loads(FIXTURE.read_text())
+    value = payload["entry"][0]["changes"][0]["value"]
+    value["metadata"]["phone_number_id"] = number
+    value["contacts"] = [
+        {"profile": {"name": "Test"}, "wa_id": sender}
+    ]  # no BSUID: keyed by `from`
+    message = value["messages"][0]
+    message.pop("from_user_id", None)
+    message.update({"from": sender, "id": wamid, "timestamp": str(int(time.time()))})
+    body = json.dumps(payload).encode()
+    headers = {SIGNATURE_HEADER: sign(platform_secret(platform), body)}
+    return platform.api.post("/webhook", content=body, headers=headers)
+
+
+def quarantined(platform: Platform) -> list[dict[str, Any]]:
+    page = platform.api.get("/api/quarantine", headers=admin(platform)).json()
+    items: list[dict[str, Any]] = page["quarantined"]
+    return items
+
+
+def test_a_reply_that_fails_validation_is_quarantined_and_the_chat_is_not_wedged(
+    platform: Platform,
+) -> None:
+    # A `from` that is neither a phone number nor a BSUID: its reply cannot be addressed, so
+    # committing the turn fails validation (Meta's 100), a permanent error. Before, it was
+    # retried every few seconds forever and held the chat.
+    bad = "not-a-phone"
+
+    def records_of_bad_chat() -> list[dict[str, Any]]:
+        return [q for q in quarantined(platform) if q["chat"] and bad in q["chat"]]
+
+    for n in (1, 2):  # the second after the first is quarantined: a turn of its own
+        wamid = f"wamid.BADFROM{n}"
+        response = signed_webhook(platform, sender=bad, wamid=wamid, number=DEFAULT_PHONE_NUMBER_ID)
+        assert response.status_code == 200, response.text
+        deadline = time.monotonic() + 60
+        while len(records_of_bad_chat()) < n and time.monotonic() < deadline:
+            time.sleep(0.2)
+    platform.user_says("15550000041", "after the bad one")
+    assert platform.texts_to("15550000041", 1) == ["echo: after the bad one"]
+    platform.wait_quiet()
+    records = records_of_bad_chat()
+    assert sorted(tuple(q["event_ids"]) for q in records) == [
+        ("wamid.BADFROM1",),
+        ("wamid.BADFROM2",),
+    ]  # the chat's second message was taken up too: the first did not hold it
+    assert {(q["stage"], q["reason"]) for q in records} == {("commit_turn", "permanent")}
+    assert all("MessageValidationError" in q["error"] for q in records)
+
+
+def test_an_event_for_a_number_the_app_does_not_serve_is_stored_and_the_rest_runs(
+    platform: Platform,
+) -> None:
+    other = "999000111222333"  # a second number added to the same Meta app
+    response = signed_webhook(platform, sender="15550000042", wamid="wamid.OTHER1", number=other)
+    assert response.status_code == 200, response.text
+    platform.user_says("15550000043", "still served")
+    assert platform.texts_to("15550000043", 1) == ["echo: still served"]
+    platform.wait_quiet()
+    [record] = [q for q in quarantined(platform) if q["event_ids"] == ["wamid.OTHER1"]]
+    assert (record["stage"], record["reason"]) == ("delivery", "not_served")
+    assert platform.sent_to("15550000042") == []

@@ -94,6 +94,29 @@ CATALOG: dict[str, MetricSpec] = {
             "partition",
         ),
         _spec(
+            "whatsray_inbound_unresolved",
+            "gauge",
+            "Inbound entries with no outcome yet (not acknowledged) for more than a minute"
+            " (WHATSRAY_UNRESOLVED_AFTER_S): listed by GET /api/inbound/unresolved.",
+            "partition",
+        ),
+        _spec(
+            "whatsray_inbound_unresolved_oldest_seconds",
+            "gauge",
+            "Age of the partition's oldest inbound entry with no outcome yet, read or not (0 when"
+            " none).",
+            "partition",
+        ),
+        _spec(
+            "whatsray_quarantined_total",
+            "counter",
+            "Items the pipeline gave up on, by the step that failed (commit_turn, load_state,"
+            " record_messages, on_status, status, delivery, poison) and why (permanent, deadline,"
+            " not_served, poison): stored, acknowledged, replayable (GET /api/quarantine).",
+            "stage",
+            "reason",
+        ),
+        _spec(
             "whatsray_sessions_active",
             "gauge",
             "Chat sessions held in memory by the partition's SessionHost.",

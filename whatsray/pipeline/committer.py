@@ -229,6 +229,6 @@ class TurnCommitter:
     async def _dispatch(self, number: str, group: _Dispatch) -> None:
         await self._outbox_for(number).dispatch(group.items, group.fresh, group.windows)
 
-    async def record_inputs(self, events: Sequence[MessageEvent]) -> None:
+    async def record_inputs(self, events: Sequence[MessageEvent], outcome: str) -> None:
         for event in events:  # insert-if-absent on the wamid: a retry adds nothing
-            await self._store.record_inbound(event)
+            await self._store.record_inbound(event, outcome)

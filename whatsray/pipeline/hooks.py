@@ -15,6 +15,7 @@ from whatsray.observability.logs import log_ids
 from whatsray.pipeline.committer import TurnCommitter, outbound_items
 from whatsray.pipeline.handoff import HandoffDesk
 from whatsray.pipeline.ports import AgentsPort, OutboxPort, RouterPort, StorePort
+from whatsray.pipeline.quarantine import QuarantineDesk
 from whatsray.pipeline.relays import ReadReceipts, StatusRelay
 from whatsray.pipeline.turn_runner import TurnRunner
 from whatsray.pipeline.waiting import WaitingNotice
@@ -113,11 +114,14 @@ def build_session_hooks(
     committer: TurnCommitter | None = None,
     statuses: StatusRelay | None = None,
     reads: ReadReceipts | None = None,
+    quarantine: QuarantineDesk | None = None,
 ) -> SessionHooks:
     """`desk`: human handoff (forwarding to the operator, relaying the operator's replies,
     business-app echoes); without it handed-off messages are only stored. `committer`,
-    `statuses` and `reads` batch what many sessions send (the host shares them)."""
+    `statuses` and `reads` batch what many sessions send (the host shares them); `quarantine`
+    stores what sessions give up on."""
     committer = committer or TurnCommitter(store, outbox_for, now=now)
+    quarantine = quarantine or QuarantineDesk(store, now=now)
     statuses = statuses or StatusRelay(outbox_for)
     reads = reads or ReadReceipts(outbox_for)
 
@@ -134,7 +138,8 @@ def build_session_hooks(
     ) -> None:
         ids = log_ids(wamid=[e.idempotency_key for e in events], chat=chat)
         log.info("recording %d message(s) without a turn (%s)", len(events), reason, extra=ids)
-        await committer.record_inputs(events)
+        # Handed off: a person answers; rejected: the policy's reply answered (docs/errors.md).
+        await committer.record_inputs(events, "handed_off" if reason == "handoff" else "recorded")
         # Stored first: a retry of this hook (it is retried until it returns) records nothing
         # new, and the desk's ids are derived from the messages, so nothing is sent twice.
         if desk is None or reason != "handoff":
@@ -186,4 +191,5 @@ def build_session_hooks(
         record_messages=record_messages,
         send_reply=send_reply,
         policy_for=policies_from(agents_config),
+        quarantine=quarantine.session_items,
     )

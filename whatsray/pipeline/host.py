@@ -22,14 +22,20 @@ from whatsray.pipeline.consumer import PartitionConsumer
 from whatsray.pipeline.handoff import HandoffDesk, HandoffStorePort
 from whatsray.pipeline.hooks import build_session_hooks
 from whatsray.pipeline.ports import AgentsPort, OutboxPort, RouterPort, StorePort
+from whatsray.pipeline.quarantine import QuarantineDesk
 from whatsray.pipeline.relays import AckBatcher, ReadReceipts, StatusRelay
 from whatsray.pipeline.routing import RulesFirstRouter
 from whatsray.pipeline.waiting import WaitingNotice
+from whatsray.retries import Backoff, GaveUp, retry_until
 from whatsray.session import SessionConfig, SessionRegistry
 from whatsray.session.turns import InboundEntry
 from whatsray.whatsapp.events import ChatKey, StatusEvent
 
 log = logging.getLogger(__name__)
+
+# An inbound entry with no outcome this long counts as unresolved (`whatsray_inbound_unresolved`,
+# the admin API's default, docs/errors.md).
+UNRESOLVED_AFTER_S = 60.0
 
 # Tells the session host owning `chat` (another partition's) to drop its cached state.
 InvalidateElsewhere = Callable[[ChatKey], Awaitable[None]]
@@ -102,7 +108,9 @@ class SessionHostCore:
 
         self.acks = AckBatcher(lambda tokens: inbox.ack(partition, tokens))
         self.committer = TurnCommitter(store, outbox_for, now=now, linger_s=commit_linger_s)
-        self.statuses = StatusRelay(outbox_for)
+        self.quarantine = QuarantineDesk(store, now=now)
+        self._served = frozenset(phone_number_ids)  # empty: every number is this app's
+        self.statuses = StatusRelay(outbox_for, quarantine=self.quarantine)
         self.reads = ReadReceipts(outbox_for)
         self.router = RulesFirstRouter(agents_config, router)
         self.waiting = WaitingNotice()
@@ -120,6 +128,7 @@ class SessionHostCore:
             committer=self.committer,
             statuses=self.statuses,
             reads=self.reads,
+            quarantine=self.quarantine,
         )
         self.registry = SessionRegistry(hooks, config, now=now)
         self._consumer_options = consumer_options or {}
@@ -139,12 +148,23 @@ class SessionHostCore:
             self.partition,
             self._deliver,
             unacked=lambda: self.registry.stats().unacked + self.statuses.pending,
+            on_poison=self.quarantine.poison,
             **self._consumer_options,
         )
         self._tasks = [
             asyncio.create_task(self.consumer.run(), name=f"consume-{self.partition}"),
             asyncio.create_task(self._sweep_forever(), name=f"sweep-{self.partition}"),
         ]
+        for task in self._tasks:
+            task.add_done_callback(self._stopped)
+
+    def _stopped(self, task: asyncio.Task[None]) -> None:
+        """A loop of the host ended on its own: only a permanent failure does that (the inbox
+        laid out for another partition count, say). Said loudly: the partition is not read."""
+        if not task.cancelled() and task.exception() is not None:
+            log.critical(
+                "partition %d: %s stopped: %r", self.partition, task.get_name(), task.exception()
+            )
 
     async def close(self, grace_s: float = 5.0) -> None:
         for task in self._tasks:
@@ -160,15 +180,41 @@ class SessionHostCore:
         await self.statuses.close()
 
     async def _deliver(self, entry: InboundEntry) -> None:
-        if isinstance(entry.event, StatusEvent):
+        number = entry.chat.phone_number_id
+        if self._served and number not in self._served:
+            await self._not_served(entry, number)
+        elif isinstance(entry.event, StatusEvent):
             self.statuses.deliver(entry.event, self.acks, entry.ack_token)
         else:
             await self.registry.deliver(entry)
 
+    async def _not_served(self, entry: InboundEntry, number: str) -> None:
+        """An event for a number this app does not serve: stored and acked, never a session's.
+        Waits out a store outage; a record that cannot be written stays unacked."""
+        try:
+            await retry_until(
+                lambda: self.quarantine.not_served(entry.event, number),
+                what="not_served",
+                backoff=Backoff(),
+                deadline=None,
+                now=time.monotonic,
+                sleep=asyncio.sleep,
+            )
+        except GaveUp:
+            log.exception(
+                "partition %d: an event for %s could not be stored", self.partition, number
+            )
+            return
+        await self.acks((entry.ack_token,))
+
     async def report_metrics(self) -> None:
-        """Set this partition's gauges: its inbox backlog and its sessions in memory."""
+        """Set this partition's gauges: its inbox backlog, what has no outcome after a minute,
+        and its sessions in memory."""
         backlog = await self._inbox.backlog(self.partition)
         partition = self.partition
+        count, oldest_s = await self._inbox.unresolved_summary(partition, UNRESOLVED_AFTER_S)
+        metrics.inbound_unresolved.set(count, partition=partition)
+        metrics.inbound_unresolved_oldest_seconds.set(oldest_s, partition=partition)
         metrics.inbox_lag_entries.set(backlog.lag, partition=partition)
         metrics.inbox_pending_entries.set(backlog.pending, partition=partition)
         metrics.inbox_oldest_pending_seconds.set(backlog.oldest_pending_s, partition=partition)
@@ -181,6 +227,7 @@ class SessionHostCore:
             "delivered": consumer.delivered if consumer else 0,
             "skipped": consumer.skipped if consumer else 0,
             "statuses_applied": self.statuses.applied,
+            "statuses_quarantined": self.statuses.quarantined,
             "commit_calls": self.committer.batcher.calls,
             "turns_committed": self.committer.batcher.items,
             "ack_calls": self.acks.batcher.calls,

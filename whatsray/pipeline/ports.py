@@ -14,12 +14,23 @@ from whatsray.agents.backpressure import AgentLoad
 from whatsray.agents.router import RouteDecision, RouteRequest
 from whatsray.outbox.ledger import OutboundItem
 from whatsray.session.turns import ToolCallJournal
+from whatsray.store.quarantine import QuarantineRecord
 from whatsray.store.records import MessageRecord, SessionSnapshot, TurnCommit
 from whatsray.whatsapp.events import ChatKey, MessageEvent, StatusEvent
 
 
 class StorePort(Protocol):
-    async def record_inbound(self, event: MessageEvent) -> bool: ...
+    async def record_inbound(
+        self, event: MessageEvent, outcome: str = "recorded", outcome_ref: str | None = None
+    ) -> bool:
+        """Store a message no turn consumes, with its outcome (docs/errors.md, "The account")."""
+        ...
+
+    async def quarantine(
+        self, record: QuarantineRecord, messages: Sequence[MessageEvent] = ()
+    ) -> bool:
+        """Store what the pipeline gave up on, its messages with the record's outcome."""
+        ...
 
     async def record_outbound(self, item: OutboundItem) -> bool: ...
 

@@ -4,7 +4,9 @@ while the last one was in flight, so a busy host makes few calls and an idle one
 
 - `StatusRelay`: status webhooks go straight from the partition's consumer to their outbox (a
   status needs no session: its merge is monotonic, order does not matter), and are acked only
-  once the outbox has written them down. A failed call is retried with backoff.
+  once the outbox has written them down. A failed call is retried with backoff up to a deadline;
+  a status that cannot be merged for good, or names a number no outbox serves, is quarantined
+  (docs/errors.md) and acked.
 - `ReadReceipts`: blue ticks and the typing indicator, best effort: never awaited by a turn.
 - `AckBatcher`: one XACK for many sessions' committed entries.
 """
@@ -13,11 +15,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 
 from whatsray.batching import Batcher
 from whatsray.observability.logs import IdValue, log_ids
 from whatsray.pipeline.ports import OutboxPort
+from whatsray.pipeline.quarantine import QuarantineDesk
+from whatsray.retries import Backoff, GaveUp, retry_until
+from whatsray.session.config import Quarantine
 from whatsray.whatsapp.events import StatusEvent
 
 __all__ = ["AckBatcher", "ReadReceipts", "StatusRelay"]
@@ -25,6 +31,7 @@ __all__ = ["AckBatcher", "ReadReceipts", "StatusRelay"]
 log = logging.getLogger(__name__)
 
 Ack = Callable[[tuple[str, ...]], Awaitable[None]]
+STATUS_BACKOFF = Backoff(initial_s=0.1, max_s=10.0)
 
 
 class StatusRelay:
@@ -32,17 +39,24 @@ class StatusRelay:
         self,
         outbox_for: Callable[[str], OutboxPort],
         *,
+        quarantine: QuarantineDesk | None = None,
         linger_s: float = 0.01,
-        retry_max_s: float = 10.0,
+        backoff: Backoff = STATUS_BACKOFF,
+        deadline_s: float = 600.0,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        now: Callable[[], float] = time.monotonic,
     ) -> None:
         self._outbox_for = outbox_for
+        self._quarantine = quarantine
         self._linger_s = linger_s
         self._batchers: dict[str, Batcher[StatusEvent, str | None]] = {}
-        self._retry_max_s = retry_max_s
+        self._backoff = backoff
+        self._deadline_s = deadline_s
         self._sleep = sleep
+        self._now = now
         self._tasks: set[asyncio.Task[None]] = set()
         self.applied = 0
+        self.quarantined = 0
 
     @property
     def pending(self) -> int:
@@ -74,25 +88,46 @@ class StatusRelay:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
+    async def _quarantined(self, event: StatusEvent, gave_up: GaveUp) -> bool:
+        """Store a status given up on; False when even that failed (the caller leaves it)."""
+        desk = self._quarantine
+        if desk is None or event.chat is None:
+            log.error("status %s dropped: %s", event.idempotency_key, gave_up,
+                      extra=_status_ids(event))  # fmt: skip
+            return True
+        try:
+            if isinstance(gave_up.error, KeyError):  # no outbox serves its number
+                await desk.not_served(event, event.phone_number_id or "")
+            else:
+                reason, error = gave_up.reason, gave_up.description
+                await desk.session_items(Quarantine(event.chat, "status", (event,), reason, error))
+        except Exception:
+            log.exception("status %s could not be quarantined", event.idempotency_key,
+                          extra=_status_ids(event))  # fmt: skip
+            return False
+        self.quarantined += 1
+        return True
+
     async def _apply_then_ack(self, event: StatusEvent, ack: Ack, token: str) -> None:
-        delay = 0.1
-        while True:
-            try:
-                await self.apply(event)
-                break
-            except KeyError:
-                # A number this app does not send for: nothing to merge it into.
-                log.warning("status %s is for number %s, which no outbox serves: acked",
-                            event.idempotency_key, event.phone_number_id,
-                            extra=_status_ids(event))  # fmt: skip
-                break
-            except Exception as exc:
-                log.warning("status %s not applied (%s: %s); retrying in %.1fs",
-                            event.idempotency_key, type(exc).__name__, exc, delay,
-                            extra=_status_ids(event))  # fmt: skip
-                await self._sleep(delay)
-                delay = min(delay * 2, self._retry_max_s)
-        self.applied += 1
+        def note(exc: BaseException, wait: float) -> None:
+            log.warning("status %s not applied (%s: %s); retrying in %.1fs",
+                        event.idempotency_key, type(exc).__name__, exc, wait,
+                        extra=_status_ids(event))  # fmt: skip
+
+        try:
+            await retry_until(
+                lambda: self.apply(event),
+                what="status",
+                backoff=self._backoff,
+                deadline=self._now() + self._deadline_s,
+                now=self._now,
+                sleep=self._sleep,
+                on_retry=note,
+            )
+            self.applied += 1
+        except GaveUp as gave_up:
+            if not await self._quarantined(event, gave_up):
+                return  # left unacked: read again at the host's next start
         try:
             await ack((token,))
         except Exception:  # redelivered later, and merged again: harmless
@@ -101,9 +136,20 @@ class StatusRelay:
 
 
 class ReadReceipts:
-    def __init__(self, outbox_for: Callable[[str], OutboxPort], *, linger_s: float = 0.01) -> None:
+    """Best effort: a receipt that fails is logged, never retried, and never reaches the turn.
+    A call the outbox does not answer (its actor restarting) is given up after `timeout_s`, so
+    it does not hold every later receipt of that number behind it."""
+
+    def __init__(
+        self,
+        outbox_for: Callable[[str], OutboxPort],
+        *,
+        linger_s: float = 0.01,
+        timeout_s: float = 10.0,
+    ) -> None:
         self._outbox_for = outbox_for
         self._linger_s = linger_s
+        self._timeout_s = timeout_s
         self._batchers: dict[str, Batcher[str, None]] = {}
 
     def send(self, phone_number_id: str, message_id: str) -> None:
@@ -117,8 +163,12 @@ class ReadReceipts:
         batcher.enqueue(message_id).add_done_callback(_log_failure)
 
     async def refresh(self, phone_number_id: str, message_id: str) -> None:
-        """The typing indicator again (a long turn), through the same batches."""
-        await self._batcher(phone_number_id).submit(message_id)
+        """The typing indicator again (a long turn), through the same batches; never raises."""
+        try:
+            await self._batcher(phone_number_id).submit(message_id)
+        except Exception as exc:
+            ids = log_ids(wamid=message_id)
+            log.warning("typing refresh for %s failed: %s", message_id, exc, extra=ids)
 
     def _batcher(self, number: str) -> Batcher[str, None]:
         batcher = self._batchers.get(number)
@@ -126,7 +176,8 @@ class ReadReceipts:
             outbox = self._outbox_for(number)
 
             async def flush(message_ids: list[str]) -> list[None]:
-                await outbox.mark_reads(message_ids, typing_indicator=True)
+                marking = outbox.mark_reads(message_ids, typing_indicator=True)
+                await asyncio.wait_for(marking, self._timeout_s)
                 return [None] * len(message_ids)
 
             batcher = Batcher(flush, name=f"reads-{number}", linger_s=self._linger_s)

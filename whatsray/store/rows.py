@@ -164,6 +164,8 @@ def message_from_row(row: Mapping[str, Any]) -> MessageRecord:
         status=row["status"],
         status_history=history,
         turn_id=row["turn_id"],
+        outcome=row.get("outcome"),
+        outcome_ref=row.get("outcome_ref"),
         created_at=row["created_at"],
         updated_at=row["updated_at"],
     )
