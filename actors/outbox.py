@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -22,6 +23,7 @@ from whatsray.observability.logs import LogSetup, configure_logging
 from whatsray.outbox import Outbox, load_templates
 from whatsray.outbox.ledger import OutboundItem, OutboundRecord
 from whatsray.outbox.snapshot import OutboxStatus
+from whatsray.retries import Backoff, GaveUp, retry_until
 from whatsray.whatsapp.events import StatusEvent
 from whatsray.whatsapp.graph_client import GraphClient
 
@@ -29,6 +31,7 @@ log = logging.getLogger(__name__)
 
 MAX_REQUESTS = 64  # Graph requests in flight at once, and the HTTP pool's size
 SWEEP_EVERY_S = 30.0  # how often the ledger is swept for sends nobody took up
+RESUME_BACKOFF = Backoff(initial_s=0.2, max_s=2.0)  # resuming while the store restarts
 
 
 class OutboxActor:
@@ -76,11 +79,26 @@ class OutboxActor:
         )
         # After a crash: send what the last incarnation recorded but never finished; then, now
         # and then, what was recorded and never handed over (docs/outbox.md, "Sweeps").
-        self._resumed = asyncio.get_running_loop().create_task(self._outbox.resume_pending())
+        self._resumed = asyncio.get_running_loop().create_task(self._resume())
         self._sweeping = asyncio.get_running_loop().create_task(self._sweep_forever())
         self._reporting = asyncio.get_running_loop().create_task(
             report_forever(self._outbox.report_metrics, metrics_every_s)
         )
+
+    async def _resume(self) -> None:
+        """Take up what the last incarnation left, waiting out a store that is down (it may
+        have died with this actor). Never raises: on a permanent failure the sweeps take over."""
+        try:
+            await retry_until(
+                self._outbox.resume_pending,
+                what="resume_pending",
+                backoff=RESUME_BACKOFF,
+                deadline=None,
+                now=time.monotonic,
+                sleep=asyncio.sleep,
+            )
+        except GaveUp:
+            log.exception("resuming pending sends failed: the periodic sweep takes them up")
 
     async def _sweep_forever(self) -> None:
         await asyncio.shield(self._resumed)
@@ -100,6 +118,9 @@ class OutboxActor:
         fresh: Sequence[bool] | None = None,
         windows: Mapping[str, float | None] | None = None,
     ) -> None:
+        # After the resume has taken up the last incarnation's sends: a chat's earlier reply
+        # (left pending by the crash) keeps its place before the later ones in their lane.
+        await asyncio.shield(self._resumed)
         return await self._outbox.dispatch(items, fresh, windows)
 
     async def apply_statuses(self, events: Sequence[StatusEvent]) -> list[str | None]:

@@ -31,7 +31,9 @@ __all__ = ["AckBatcher", "ReadReceipts", "StatusRelay"]
 log = logging.getLogger(__name__)
 
 Ack = Callable[[tuple[str, ...]], Awaitable[None]]
-STATUS_BACKOFF = Backoff(initial_s=0.1, max_s=10.0)
+# Short waits: a status held up by a restarting outbox must reach the new one within its grace
+# for an ambiguous send (10 s), or that send goes out again (docs/outbox.md).
+STATUS_BACKOFF = Backoff(initial_s=0.1, max_s=1.0)
 
 
 class StatusRelay:
