@@ -9,84 +9,22 @@ llama.cpp engine has its own tests.
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
 
 import httpx
 import pytest
 
+from tests.support.local_mode import SHUTDOWN_S, whatsray_local
 from tests.support.prometheus import Prometheus, alert_rules
 from tests.support.servers import free_port
 from whatsray.settings import LocalSecrets
 from whatsray.whatsapp.emulator import DEFAULT_PHONE_NUMBER_ID
 
-ROOT = Path(__file__).resolve().parents[2]
 USER = "15551234567"
-
-# Serve and Ray shut down in well under a minute on a quiet machine; a busy CI box needs longer.
-SHUTDOWN_S = 180
-
-
-def _ignore_sigint() -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
-@contextmanager
-def whatsray_local(
-    data: Path, http_port: int, emulator_port: int, *extra: str
-) -> Iterator[subprocess.Popen[str]]:
-    """`whatsray local` until its banner (Ray's metrics on a free port unless `extra` names
-    one); yields the process, its stdout at the banner's next line."""
-    if "--metrics-port" not in extra:  # the default, 8080, may be taken on a CI machine
-        extra = ("--metrics-port", str(free_port()), *extra)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("WHATSRAY_", "RAY_"))}
-    env["WHATSRAY_ENGINE_OVERRIDE"] = "scripted"
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "whatsray.cli",
-            "local",
-            "--data-dir",
-            str(data),
-            "--http-port",
-            str(http_port),
-            "--emulator-port",
-            str(emulator_port),
-            *extra,
-        ],
-        cwd=ROOT,
-        env=env,
-        # As in a CI job started in the background: SIGINT ignored when `whatsray local`
-        # starts. Ctrl-C (below) must still stop it and its `serve run`.
-        preexec_fn=_ignore_sigint,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    try:
-        assert process.stdout is not None
-        for line in process.stdout:  # serve's logs, then our banner once /ready answers 200
-            if "whatsray is running locally" in line:
-                break
-        else:
-            raise AssertionError(f"whatsray local exited with {process.wait()} before it was ready")
-        yield process
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGINT)
-            try:
-                process.wait(timeout=SHUTDOWN_S)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+SCRIPTED = {"WHATSRAY_ENGINE_OVERRIDE": "scripted"}  # the agents on the scripted engine
 
 
 def reply_to(emulator: str, text: str) -> str:
@@ -112,8 +50,17 @@ def test_run_chat_stop_and_continue(tmp_path: Path) -> None:
     emulator = f"http://127.0.0.1:{emulator_port}"
     prometheus = f"http://127.0.0.1:{prometheus_port}"
     watched = ("--metrics-port", str(metrics_port), "--prometheus")
+    # As in a CI job started in the background: SIGINT ignored when `whatsray local` starts.
+    # Ctrl-C (below) must still stop it and its `serve run`.
     with whatsray_local(
-        data, http_port, emulator_port, *watched, "--prometheus-port", str(prometheus_port)
+        data,
+        http_port,
+        emulator_port,
+        *watched,
+        "--prometheus-port",
+        str(prometheus_port),
+        env=SCRIPTED,
+        ignore_sigint=True,
     ) as process:
         printed = banner(process.stdout)
         assert f"metrics     http://127.0.0.1:{metrics_port}/metrics" in printed
@@ -127,7 +74,7 @@ def test_run_chat_stop_and_continue(tmp_path: Path) -> None:
         httpx.get(f"{prometheus}/-/ready", timeout=5)
     assert (data / "prometheus" / "data").is_dir()
     # Started again on the same data: the chat's history is still there.
-    with whatsray_local(data, http_port, emulator_port):
+    with whatsray_local(data, http_port, emulator_port, env=SCRIPTED, ignore_sigint=True):
         admin = LocalSecrets(data).load_or_create()["admin_token"]
         chat = f"{DEFAULT_PHONE_NUMBER_ID}:{USER}"
         history = httpx.get(

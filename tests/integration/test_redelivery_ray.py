@@ -26,6 +26,7 @@ from typing import Any
 
 import pytest
 
+from tests.support.echo_agents import write_echo_agents
 from tests.support.quiet import wait_quiet
 from tests.support.ray_serve import RunningWhatsray, running_whatsray
 from whatsray.inbox import partition_for
@@ -37,22 +38,6 @@ from whatsray.whatsapp.signature import SIGNATURE_HEADER, sign
 PARTITIONS = 2
 CHATS = 40
 COPIES = 3  # every webhook reaches the app this many times
-# The benchmarks' configuration: a scripted echo agent, one turn per message (no coalescing).
-AGENTS_YAML = """\
-engines:
-  scripted:
-    engine: scripted
-    mode: echo
-router:
-  default_agent: echo
-  classifier: false
-agents:
-  - name: echo
-    description: Echoes what the user says.
-    system_prompt: Echo.
-    engine: scripted
-    double_texting: enqueue
-"""
 
 
 def user_of(chat: int) -> str:
@@ -116,8 +101,8 @@ class Load:
 @pytest.fixture(scope="module")
 def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningWhatsray]:
     data = tmp_path_factory.mktemp("redelivery")
-    agents = Path(data) / "agents.yaml"
-    agents.write_text(AGENTS_YAML)
+    # The benchmarks' configuration: a scripted echo agent, one turn per message (no coalescing).
+    agents = write_echo_agents(Path(data) / "agents.yaml", "enqueue")
     with running_whatsray(data, partitions=PARTITIONS, agents_file=agents) as running:
         yield running
 
