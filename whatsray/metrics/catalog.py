@@ -96,8 +96,8 @@ CATALOG: dict[str, MetricSpec] = {
         _spec(
             "whatsray_inbound_unresolved",
             "gauge",
-            "Inbound entries with no outcome yet (not acknowledged) for more than a minute"
-            " (WHATSRAY_UNRESOLVED_AFTER_S): listed by GET /api/inbound/unresolved.",
+            "Inbound entries with no outcome yet (not acknowledged) for more than a minute:"
+            " listed by GET /api/inbound/unresolved.",
             "partition",
         ),
         _spec(
