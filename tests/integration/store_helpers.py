@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
+
+import duckdb
 
 from whatsray.outbox.ledger import OutboundItem
 from whatsray.whatsapp.events import ChatKey, MessageEvent
@@ -75,3 +78,23 @@ def outbound(
         part=part,
         created_at=created_at,
     )
+
+
+def write_as_an_old_version(
+    path: Path, *, wamid: str, user: str = "16505551234", turn_id: str | None = None
+) -> None:
+    """A message and its contact written the way every schema since version 1 holds them, with
+    plain SQL: the file's code was older than today's (whose writes name newer columns)."""
+    key = str(chat(user))
+    with duckdb.connect(str(path)) as conn:
+        conn.execute(
+            "INSERT INTO contacts (chat, phone_number_id, phone, first_seen, last_seen)"
+            " VALUES (?, ?, ?, 1, 1)",
+            [key, PNID, user],
+        )
+        conn.execute(
+            "INSERT INTO messages (id, chat, direction, type, text, raw, wamid, status, turn_id,"
+            " created_at, updated_at) VALUES (?, ?, 'in', 'text', 'hi', '{}', ?, 'received', ?,"
+            " 1, 1)",
+            [wamid, key, wamid, turn_id],
+        )

@@ -14,7 +14,7 @@ import duckdb
 import pytest
 import redis.asyncio as aioredis
 
-from tests.integration.store_helpers import PNID, FakeClock, inbound
+from tests.integration.store_helpers import PNID, FakeClock, write_as_an_old_version
 from tests.support.metrics import MetricsProbe
 from whatsray.inbox import AppendResult, Inbox
 from whatsray.scheduling import SchedulerCore, parse_jobs
@@ -83,7 +83,7 @@ async def test_migration_5_adds_opt_in_and_a_version_4_file_upgrades(tmp_path: P
     path = tmp_path / "old.duckdb"
     async with Store(path, migrations=MIGRATIONS[:4]) as old:
         assert old.schema_version == 4
-        await old.record_inbound(inbound("wamid.OLD", user=ANNA.user))
+    write_as_an_old_version(path, wamid="wamid.OLD", user=ANNA.user)
     async with Store(path) as new:
         assert 5 in new.applied_migrations and new.schema_version == SCHEMA_VERSION
         assert await new.get_contact(ANNA) is not None  # the contact survived, opted out

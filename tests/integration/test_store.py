@@ -13,7 +13,13 @@ from typing import Any
 import duckdb
 import pytest
 
-from tests.integration.store_helpers import FakeClock, chat, inbound, outbound
+from tests.integration.store_helpers import (
+    FakeClock,
+    chat,
+    inbound,
+    outbound,
+    write_as_an_old_version,
+)
 from whatsray.store import (
     MIGRATIONS,
     SCHEMA_VERSION,
@@ -29,6 +35,7 @@ from whatsray.store import (
     TurnRecord,
     UnknownOutboundError,
 )
+from whatsray.store.quarantine import QuarantineRecord, quarantine_id
 from whatsray.store.rows import inbound_row
 
 pytestmark = pytest.mark.integration
@@ -419,3 +426,91 @@ async def test_a_bad_turn_in_a_batch_fails_alone(store: Store) -> None:
     }
     assert await store.get_message("w-bad-row") is None  # its input went with it
     assert await store.get_outbound("bad-row:0") is None
+
+
+# -- the outcome of every inbound message (docs/errors.md, "The account") ----------------------
+
+
+async def test_each_input_of_a_turn_gets_its_outcome_and_a_later_turn_settles_an_earlier_record(
+    store: Store,
+) -> None:
+    user = "16505559001"
+    first, second = inbound("o1", user=user), inbound("o2", user=user)
+    held = inbound("o0", user=user)
+    assert await store.record_inbound(held, "handed_off")  # stored while a person was in charge
+    turn = TurnRecord(turn_id="t-o", chat=chat(user), input_ids=("o0", "o1", "o2"), started_at=1.0)
+    rows = tuple(inbound_row(e, 1.0) for e in (first, second))
+    assert await store.commit_turns([TurnCommit(turn, rows)]) == [[]]
+    outcomes = {m.id: (m.outcome, m.outcome_ref) for m in await store.get_messages(chat(user))}
+    assert outcomes == {
+        "o0": ("coalesced", "t-o"),
+        "o1": ("coalesced", "t-o"),
+        "o2": ("answered", "t-o"),
+    }
+    handed = TurnRecord(
+        turn_id="t-h", chat=chat(user), input_ids=("o3",), started_at=1.0, outcome="handoff"
+    )
+    await store.commit_turns([TurnCommit(handed, (inbound_row(inbound("o3", user=user), 1.0),))])
+    assert (await store.get_message("o3")).outcome == "handed_off"  # type: ignore[union-attr]
+    assert await store.unresolved_messages(older_than_s=0) == []
+
+
+async def test_migration_6_gives_the_messages_of_an_older_file_their_outcome(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "v5.duckdb"
+    async with Store(path, migrations=MIGRATIONS[:5]) as old:
+        assert old.schema_version == 5
+    write_as_an_old_version(path, wamid="answered-before", turn_id="t-old")
+    write_as_an_old_version(path, wamid="no-turn-before", user="16505550002")
+    async with Store(path) as new:
+        assert 6 in new.applied_migrations
+        answered = await new.get_message("answered-before")
+        recorded = await new.get_message("no-turn-before")
+        assert answered is not None and (answered.outcome, answered.outcome_ref) == (
+            "answered",
+            "t-old",
+        )
+        assert recorded is not None and (recorded.outcome, recorded.outcome_ref) == (
+            "recorded",
+            None,
+        )
+        assert await new.unresolved_messages(older_than_s=0) == []
+        assert await new.list_quarantined() == []
+
+
+async def test_a_quarantined_message_is_settled_once_replayed_once_and_can_be_taken_up_again(
+    store: Store,
+) -> None:
+    event = inbound("q1", user="16505559100")
+    ids = (event.idempotency_key,)
+    record = QuarantineRecord(
+        quarantine_id=quarantine_id("commit_turn", ids),
+        stage="commit_turn",
+        reason="permanent",
+        error="MessageValidationError: [100] bad 'to'",
+        event_ids=ids,
+        events="[]",
+        chat=str(event.chat),
+        created_at=1.0,
+    )
+    assert await store.quarantine(record, [event])
+    assert not await store.quarantine(record, [event])  # the same item again: one record
+    message = await store.get_message("q1")
+    assert message is not None
+    assert (message.outcome, message.outcome_ref) == ("quarantined", record.quarantine_id)
+
+    assert await store.claim_quarantine_replay(record.quarantine_id)
+    assert not await store.claim_quarantine_replay(record.quarantine_id)  # one replay gets through
+    [unsettled] = await store.unresolved_messages(older_than_s=0)
+    assert unsettled.message_id == "q1"
+    await store.undo_quarantine_replay(record.quarantine_id)  # the inbox refused the replay
+    assert await store.unresolved_messages(older_than_s=0) == []
+    assert await store.claim_quarantine_replay(record.quarantine_id)
+    # The replay failed the same way: quarantined again, under the same record, replayable.
+    assert await store.quarantine(record, [event])
+    [again] = await store.list_quarantined()
+    assert again.replayed_at is None
+    assert (await store.get_message("q1")).outcome == "quarantined"  # type: ignore[union-attr]
+    with pytest.raises(ValueError, match="reason"):
+        QuarantineRecord("q", "x", "whatever", "e", ("a",), "[]")

@@ -8,7 +8,7 @@ from typing import Any
 import duckdb
 import pytest
 
-from tests.integration.store_helpers import FakeClock, chat, inbound
+from tests.integration.store_helpers import FakeClock, chat, inbound, write_as_an_old_version
 from whatsray.session.scheduled import scheduled_event
 from whatsray.store import MIGRATIONS, JobRecord, JobRunRecord, Store
 from whatsray.store.errors import StoreWriteError
@@ -63,7 +63,7 @@ async def test_migration_3_creates_the_tables_and_a_version_2_file_upgrades(
     path = tmp_path / "old.duckdb"
     async with Store(path, migrations=MIGRATIONS[:2]) as old:
         assert old.schema_version == 2
-        await old.record_inbound(inbound("wamid.OLD"))
+    write_as_an_old_version(path, wamid="wamid.OLD")
     async with Store(path) as new:
         assert 3 in new.applied_migrations
         assert await new.get_message("wamid.OLD") is not None  # the data survived

@@ -146,9 +146,9 @@ def claim_replay(conn: DuckDBPyConnection, quarantine_id: str, now: float) -> bo
         "UPDATE quarantine SET replayed_at = ? WHERE id = ? AND replayed_at IS NULL RETURNING id",
         [now, quarantine_id],
     ).fetchall()
-    if claimed:
+    if claimed:  # unsettled until their replay settles them; they still name the record
         conn.execute(
-            "UPDATE messages SET outcome = NULL, outcome_ref = NULL WHERE outcome_ref = ?"
+            "UPDATE messages SET outcome = NULL WHERE outcome_ref = ?"
             " AND outcome IN ('quarantined', 'not_served')",
             [quarantine_id],
         )
@@ -158,16 +158,13 @@ def claim_replay(conn: DuckDBPyConnection, quarantine_id: str, now: float) -> bo
 def undo_replay(conn: DuckDBPyConnection, quarantine_id: str) -> None:
     """The replay could not be appended: the record and its messages as they were."""
     row = conn.execute(
-        "UPDATE quarantine SET replayed_at = NULL WHERE id = ? RETURNING reason, event_ids",
-        [quarantine_id],
+        "UPDATE quarantine SET replayed_at = NULL WHERE id = ? RETURNING reason", [quarantine_id]
     ).fetchone()
     if row is None:
         return
-    reason, event_ids = row
     conn.execute(
-        "UPDATE messages SET outcome = ?, outcome_ref = ? WHERE direction = 'in'"
-        " AND outcome IS NULL AND id IN (SELECT unnest(?::VARCHAR[]))",
-        [NOT_SERVED if reason == NOT_SERVED else "quarantined", quarantine_id, event_ids],
+        "UPDATE messages SET outcome = ? WHERE outcome_ref = ? AND outcome IS NULL",
+        [NOT_SERVED if row[0] == NOT_SERVED else "quarantined", quarantine_id],
     )
 
 
