@@ -13,18 +13,16 @@ from __future__ import annotations
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 from mcp import Client, StdioServerParameters
-from mcp.client.stdio import get_default_environment
 from mcp.types import CallToolResult, TextContent
 
-from tests.support.admin_stack import ADMIN_TOKEN, Admin, admin_stack
+from tests.support.admin_stack import Admin
 from tests.support.fake_jobs_api import FakeJobsApi
-from tests.support.loop_server import serve_in_loop
+from tests.support.mcp_deployment import Deployment, mcp_deployment, server_env
 
 pytestmark = pytest.mark.integration
 
@@ -78,21 +76,10 @@ def _text(result: CallToolResult) -> str:
     return "\n".join(c.text for c in result.content if isinstance(c, TextContent))
 
 
-@dataclass
-class Deployment:
-    admin: Admin
-    jobs: FakeJobsApi
-    url: str
-    tmp_path: Path
-
-
 @pytest.fixture
 async def deployment(tmp_path: Path) -> AsyncIterator[Deployment]:
-    async with admin_stack(tmp_path) as admin:
-        jobs = FakeJobsApi(ADMIN_TOKEN)
-        admin.app.include_router(jobs.router())
-        async with serve_in_loop(admin.app) as url:
-            yield Deployment(admin, jobs, url, tmp_path)
+    async with mcp_deployment(tmp_path) as deployment:
+        yield deployment
 
 
 @asynccontextmanager
@@ -101,12 +88,7 @@ async def mcp_stdio(deployment: Deployment) -> AsyncIterator[Mcp]:
     params = StdioServerParameters(
         command=sys.executable,
         args=["-m", "whatsray.cli", "mcp", "stdio"],
-        env={
-            **get_default_environment(),
-            "WHATSRAY_MCP_API_URL": deployment.url,
-            "WHATSRAY_ADMIN_TOKEN": ADMIN_TOKEN,
-            "WHATSRAY_DATA_DIR": str(deployment.tmp_path / "mcp-data"),
-        },
+        env=server_env(deployment),
         cwd=deployment.tmp_path,
     )
     async with Client(params) as client:

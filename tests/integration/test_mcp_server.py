@@ -14,7 +14,6 @@ import json
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,13 +21,13 @@ import httpx
 import httpx2
 import pytest
 from mcp import Client, StdioServerParameters
-from mcp.client.stdio import get_default_environment
 from mcp.client.streamable_http import streamable_http_client
 from mcp.types import CallToolResult, TextContent
 
-from tests.support.admin_stack import ADMIN_TOKEN, DAY, PNID, Admin, admin_stack
+from tests.support.admin_stack import ADMIN_TOKEN, DAY, PNID, admin_stack
 from tests.support.fake_jobs_api import BAD_CRON, FakeJobsApi, Recorded
 from tests.support.loop_server import serve_in_loop
+from tests.support.mcp_deployment import Deployment, mcp_deployment, server_env
 from tests.support.recording_sink import RecordingSink
 from tests.support.servers import free_port
 from whatsray.mcp import TOOL_NAMES
@@ -38,32 +37,10 @@ pytestmark = pytest.mark.integration
 TRANSPORTS = ["stdio", "http"]
 
 
-@dataclass
-class Deployment:
-    admin: Admin
-    jobs: FakeJobsApi
-    url: str  # the REST API's base URL on loopback
-    tmp_path: Path
-
-
 @pytest.fixture
 async def deployment(tmp_path: Path) -> AsyncIterator[Deployment]:
-    async with admin_stack(tmp_path) as admin:
-        jobs = FakeJobsApi(ADMIN_TOKEN)
-        admin.app.include_router(jobs.router())
-        async with serve_in_loop(admin.app) as url:
-            yield Deployment(admin, jobs, url, tmp_path)
-
-
-def _server_env(deployment: Deployment, token: str) -> dict[str, str]:
-    # Only what the SDK passes to a stdio server, plus the connection: nothing leaks in from
-    # the developer's shell, and the data directory is the test's own.
-    return {
-        **get_default_environment(),
-        "WHATSRAY_MCP_API_URL": deployment.url,
-        "WHATSRAY_ADMIN_TOKEN": token,
-        "WHATSRAY_DATA_DIR": str(deployment.tmp_path / "mcp-data"),
-    }
+    async with mcp_deployment(tmp_path) as deployment:
+        yield deployment
 
 
 @asynccontextmanager
@@ -78,7 +55,7 @@ async def mcp_http_server(deployment: Deployment, token: str) -> AsyncIterator[s
         "http",
         "--port",
         str(port),
-        env=_server_env(deployment, token),
+        env=server_env(deployment, token),
         cwd=deployment.tmp_path,  # no stray .env or data/ from the repository
     )
     url = f"http://127.0.0.1:{port}/mcp"
@@ -108,7 +85,7 @@ async def mcp_client(
         params = StdioServerParameters(
             command=sys.executable,
             args=["-m", "whatsray.cli", "mcp", "stdio"],
-            env=_server_env(deployment, token),
+            env=server_env(deployment, token),
             cwd=deployment.tmp_path,
         )
         async with Client(params) as client:

@@ -11,6 +11,7 @@ import pytest
 from pydantic import SecretStr
 
 from tests.support.fake_openai import Complete, FakeOpenAI, Hang, Raw, Status
+from tests.support.fake_time import FakeTime
 from whatsray.llm import (
     Backoff,
     ChatMessage,
@@ -30,21 +31,6 @@ from whatsray.retries import parse_retry_after
 
 BASE_URL = "http://llm.test/v1"
 HELLO = [ChatMessage.system("Be brief."), ChatMessage.user("hi there")]
-
-
-class FakeTime:
-    """A clock that only moves when the engine sleeps: backoff without waiting."""
-
-    def __init__(self) -> None:
-        self.now = 0.0
-        self.sleeps: list[float] = []
-
-    def clock(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ import random
 import httpx
 import pytest
 
+from tests.support.fake_time import FakeTime
 from whatsray.inbox import InboxError, InboxLayoutMismatch, InboxUnavailable
 from whatsray.llm import (
     LLMBadRequest,
@@ -206,19 +207,6 @@ def test_parse_retry_after(headers: dict[str, str], expected: float | None) -> N
 # -- retry_until ----------------------------------------------------------------------------------
 
 
-class FakeTime:
-    def __init__(self) -> None:
-        self.now = 100.0
-        self.sleeps: list[float] = []
-
-    def clock(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
-
-
 class Script:
     """A call that raises the given errors in turn, then returns "done"."""
 
@@ -237,7 +225,7 @@ NO_JITTER = Backoff(initial_s=1.0, factor=2.0, max_s=5.0, jitter=0.0)
 
 
 async def test_a_permanent_failure_gives_up_at_once() -> None:
-    time, call = FakeTime(), Script(ValueError("bad input"))
+    time, call = FakeTime(100.0), Script(ValueError("bad input"))
     with pytest.raises(GaveUp) as caught:
         await retry_until(
             call, what="send", backoff=NO_JITTER, deadline=None, now=time.clock, sleep=time.sleep
@@ -251,7 +239,7 @@ async def test_a_permanent_failure_gives_up_at_once() -> None:
 
 
 async def test_transient_failures_are_retried_with_backoff_until_success() -> None:
-    time = FakeTime()
+    time = FakeTime(100.0)
     call = Script(ConnectionError("a"), InboxUnavailable("b"), LLMTimeout("c", engine="e"))
     told: list[tuple[str, float]] = []
     result = await retry_until(
@@ -270,7 +258,7 @@ async def test_transient_failures_are_retried_with_backoff_until_success() -> No
 
 
 async def test_the_errors_retry_after_is_honoured() -> None:
-    time = FakeTime()
+    time = FakeTime(100.0)
     call = Script(LLMRateLimited("429", engine="e", retry_after=7.0), ConnectionError())
     await retry_until(
         call, what="chat", backoff=NO_JITTER, deadline=None, now=time.clock, sleep=time.sleep
@@ -279,7 +267,7 @@ async def test_the_errors_retry_after_is_honoured() -> None:
 
 
 async def test_a_retry_that_would_end_past_the_deadline_gives_up() -> None:
-    time = FakeTime()
+    time = FakeTime(100.0)
     call = Script(*[ConnectionError(f"down {n}") for n in range(10)])
     with pytest.raises(GaveUp) as caught:
         await retry_until(
@@ -297,7 +285,7 @@ async def test_a_retry_that_would_end_past_the_deadline_gives_up() -> None:
 
 
 async def test_a_permanent_failure_after_transient_ones_gives_up_as_permanent() -> None:
-    time = FakeTime()
+    time = FakeTime(100.0)
     call = Script(ConnectionError(), InboxLayoutMismatch("8 partitions"))
     with pytest.raises(GaveUp) as caught:
         await retry_until(
@@ -309,7 +297,7 @@ async def test_a_permanent_failure_after_transient_ones_gives_up_as_permanent() 
 
 
 async def test_a_cancellation_is_never_retried() -> None:
-    time, call = FakeTime(), Script(asyncio.CancelledError())
+    time, call = FakeTime(100.0), Script(asyncio.CancelledError())
     with pytest.raises(asyncio.CancelledError):
         await retry_until(
             call, what="read", backoff=NO_JITTER, deadline=None, now=time.clock, sleep=time.sleep
