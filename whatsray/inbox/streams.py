@@ -167,20 +167,9 @@ class Inbox(InboxAccount):
             args.append(EVENTS.dump_json(event))
         with translated_errors("append"):
             reply = await self._run_append_script(keys, args)
-        return AppendResult(
-            outcomes=tuple(
-                AppendOutcome(
-                    index=index,
-                    idempotency_key=event.idempotency_key,
-                    partition=partition,
-                    entry_id=text_of(entry_id),
-                    duplicate=int(flag) == 0,
-                )
-                for index, (event, partition, (flag, entry_id)) in enumerate(
-                    zip(events, partitions, reply, strict=True)
-                )
-            )
-        )
+        entry_ids = [entry_id for _, entry_id in reply]
+        duplicates = [int(flag) == 0 for flag, _ in reply]
+        return _appended(events, partitions, entry_ids, duplicates)
 
     async def append_replay(self, events: Sequence[Event]) -> AppendResult:
         """Append `events` again, without the dedupe check: a replay of events the dedupe keys
@@ -195,20 +184,7 @@ class Inbox(InboxAccount):
         args += [EVENTS.dump_json(event) for event in events]
         with translated_errors("append_replay"):
             reply = await self._run_script(REPLAY_SCRIPT, REPLAY_SCRIPT_SHA, keys, args)
-        return AppendResult(
-            outcomes=tuple(
-                AppendOutcome(
-                    index=index,
-                    idempotency_key=event.idempotency_key,
-                    partition=partition,
-                    entry_id=text_of(entry_id),
-                    duplicate=False,
-                )
-                for index, (event, partition, entry_id) in enumerate(
-                    zip(events, partitions, reply, strict=True)
-                )
-            )
-        )
+        return _appended(events, partitions, reply, [False] * len(events))
 
     async def _run_append_script(self, keys: list[str], args: list[str | bytes | int]) -> Any:
         try:
@@ -461,3 +437,27 @@ class Inbox(InboxAccount):
                 consumername=consumer,
             )
         return {text_of(d["message_id"]): int(d["times_delivered"]) for d in details}
+
+
+def _appended(
+    events: Sequence[Event],
+    partitions: Sequence[int],
+    entry_ids: Sequence[Any],
+    duplicates: Sequence[bool],
+) -> AppendResult:
+    """What `append` and `append_replay` answer: per event, where it went and whether it was
+    seen before."""
+    return AppendResult(
+        outcomes=tuple(
+            AppendOutcome(
+                index=index,
+                idempotency_key=event.idempotency_key,
+                partition=partition,
+                entry_id=text_of(entry_id),
+                duplicate=duplicate,
+            )
+            for index, (event, partition, entry_id, duplicate) in enumerate(
+                zip(events, partitions, entry_ids, duplicates, strict=True)
+            )
+        )
+    )

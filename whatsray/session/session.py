@@ -218,7 +218,7 @@ class Session:
             entry, arrived_at = work.mailbox.popleft()
             event, token = entry.event, entry.ack_token
             if not isinstance(event, MessageEvent):
-                await self._apply_status(event, token)
+                await self._apply_status(work, event, token)
                 continue
             event_id = event.idempotency_key
             tokens = work.tokens.get(event_id)
@@ -244,13 +244,12 @@ class Session:
             new.append(pending)
         return new
 
-    async def _apply_status(self, event: NonMessageEvent, token: str) -> None:
+    async def _apply_status(self, work: _Work, event: NonMessageEvent, token: str) -> None:
         rt = self._rt
         try:
             await self._retrying("on_status", lambda: rt.hooks.on_status(event))
         except GaveUp as gave_up:
-            chat = self._work.chat if self._work is not None else ChatKey.parse(self.key)
-            if not await rt.quarantine(_quarantine(chat, (event,), gave_up)):
+            if not await rt.quarantine(_quarantine(work.chat, (event,), gave_up)):
                 rt.unacked -= 1  # left pending in the stream: re-read at the host's next start
                 return
         await self._ack((token,))

@@ -74,8 +74,12 @@ class QuarantineRecord:
 
     @property
     def outcome(self) -> str:
-        """The outcome its inbound messages get."""
-        return NOT_SERVED if self.reason == NOT_SERVED else "quarantined"
+        return outcome_of(self.reason)
+
+
+def outcome_of(reason: str) -> str:
+    """The outcome the messages of a record with this reason get."""
+    return NOT_SERVED if reason == NOT_SERVED else "quarantined"
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,7 +168,7 @@ def undo_replay(conn: DuckDBPyConnection, quarantine_id: str) -> None:
         return
     conn.execute(
         "UPDATE messages SET outcome = ? WHERE outcome_ref = ? AND outcome IS NULL",
-        [NOT_SERVED if row[0] == NOT_SERVED else "quarantined", quarantine_id],
+        [outcome_of(row[0]), quarantine_id],
     )
 
 
