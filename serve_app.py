@@ -60,6 +60,12 @@ def agent_worker_name(agent: str, index: int) -> str:
     return f"agent-{agent}-{index}"
 
 
+def find_actor(name: str) -> Any:
+    """The running platform's actor called `name` (one of the names above); tools and tests
+    look actors up through this, never by `ray.get_actor` on their own."""
+    return ray.get_actor(name, namespace=NAMESPACE)
+
+
 # I/O-bound actors: no CPU reserved (a 2-core node would otherwise fit two), many calls at once.
 ACTOR_OPTIONS: dict[str, Any] = {
     "namespace": NAMESPACE,

@@ -123,11 +123,11 @@ def _platform_counts() -> tuple[Counter[str], int]:
             continue
         if info["name"] == serve_app.LOCAL_SERVICES_NAME:
             continue
-        handles.append(ray.get_actor(info["name"], namespace=serve_app.NAMESPACE))
+        handles.append(serve_app.find_actor(info["name"]))
     counts: Counter[str] = Counter()
     for result in ray.get([h.call_counts.remote() for h in handles], timeout=30):
         counts.update(result)
-    store = ray.get_actor(serve_app.STORE_NAME, namespace=serve_app.NAMESPACE)
+    store = serve_app.find_actor(serve_app.STORE_NAME)
     commits = int(ray.get(store.writer_stats.remote(), timeout=30)["commits"])
     return counts, commits
 

@@ -126,9 +126,9 @@ async def settle(http: httpx.AsyncClient, replies: int, drain_s: float) -> bool:
 
     import serve_app
 
-    store = ray.get_actor(serve_app.STORE_NAME, namespace=serve_app.NAMESPACE)
+    store = serve_app.find_actor(serve_app.STORE_NAME)
     outboxes = [
-        ray.get_actor(info["name"], namespace=serve_app.NAMESPACE)
+        serve_app.find_actor(info["name"])
         for info in ray.util.list_named_actors(all_namespaces=True)
         if info.get("namespace") == serve_app.NAMESPACE and info["name"].startswith("outbox-")
     ]

@@ -205,7 +205,7 @@ def stop_session_hosts(partitions: int) -> None:
     import serve_app
 
     for p in range(partitions):
-        host = ray.get_actor(serve_app.session_host_name(p), namespace=serve_app.NAMESPACE)
+        host = serve_app.find_actor(serve_app.session_host_name(p))
         ray.kill(host, no_restart=True)
 
 

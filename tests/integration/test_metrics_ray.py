@@ -187,7 +187,7 @@ def _kill_and_wait_for(name: str) -> None:
 
     import serve_app
 
-    handle = ray.get_actor(name, namespace=serve_app.NAMESPACE)
+    handle = serve_app.find_actor(name)
     ray.kill(handle, no_restart=False)
     deadline = time.monotonic() + 60
     while True:  # the restarted actor answers again

@@ -74,11 +74,10 @@ class Platform:
 
 def actor(name: str) -> Any:
     """A platform actor by the name the composition root (serve_app.py) gave it."""
-    import ray
 
     import serve_app
 
-    return ray.get_actor(name, namespace=serve_app.NAMESPACE)
+    return serve_app.find_actor(name)
 
 
 def outbox() -> Any:

@@ -131,9 +131,7 @@ def test_many_chats_each_webhook_three_times_and_hosts_killed_mid_load(
                 assert time.monotonic() < deadline, f"the load stalled at {load.sent}/{total}"
                 assert not any(s.done() and s.exception() for s in senders)
                 time.sleep(0.02)
-            host = ray.get_actor(
-                serve_app.session_host_name(partition), namespace=serve_app.NAMESPACE
-            )
+            host = serve_app.find_actor(serve_app.session_host_name(partition))
             ray.kill(host, no_restart=False)
         for sender in senders:
             sender.result()
@@ -144,7 +142,7 @@ def test_many_chats_each_webhook_three_times_and_hosts_killed_mid_load(
     activity = wait_quiet(app.settings, app.emulator, within_s=120)
     assert not any(activity.unacked.values()) and not any(activity.undelivered.values())
 
-    store = ray.get_actor(serve_app.STORE_NAME, namespace=serve_app.NAMESPACE)
+    store = serve_app.find_actor(serve_app.STORE_NAME)
     # Replies recorded in the ledger and never sent (a lost reply shows here, with its turn).
     stuck = ray.get(store.pending_outbound.remote(DEFAULT_PHONE_NUMBER_ID, 10_000))
     problems = [f"never sent: {r.outbound_id} {r.body.get('text')}" for r in stuck]

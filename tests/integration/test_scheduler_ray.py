@@ -146,7 +146,7 @@ def test_killing_the_scheduler_around_fire_times_loses_and_doubles_nothing(
     first = job["active_since"] + every
     for k, offset in ((1, -0.2), (2, 0.1), (4, 0.5)):  # just before, at and after fire times
         time.sleep(max(0.0, first + k * every + offset - time.time()))
-        scheduler = ray.get_actor(serve_app.SCHEDULER_NAME, namespace=serve_app.NAMESPACE)
+        scheduler = serve_app.find_actor(serve_app.SCHEDULER_NAME)
         ray.kill(scheduler, no_restart=False)
     # The restarted scheduler catches up and keeps going: two fire times past the last kill.
     deadline = time.monotonic() + 60

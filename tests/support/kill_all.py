@@ -183,7 +183,7 @@ def _after_restart(emulator: str, data: Path) -> tuple[list[dict[str, Any]], str
 
     ray.init(address="auto", namespace=serve_app.NAMESPACE, logging_level=logging.ERROR)
     try:
-        services = ray.get_actor(serve_app.LOCAL_SERVICES_NAME, namespace=serve_app.NAMESPACE)
+        services = serve_app.find_actor(serve_app.LOCAL_SERVICES_NAME)
         urls: Any = ray.get(services.urls.remote())
         settings = load_settings(data_dir=data, redis_url=urls["redis"])
         not_quiet = None

@@ -121,13 +121,11 @@ async def _wait(
     poll_s: float,
     polls: int,
 ) -> Activity:
-    import ray
 
     import serve_app  # the composition root names the actors
 
     outboxes = {
-        pnid: ray.get_actor(serve_app.outbox_name(pnid), namespace=serve_app.NAMESPACE)
-        for pnid in phone_number_ids
+        pnid: serve_app.find_actor(serve_app.outbox_name(pnid)) for pnid in phone_number_ids
     }
     inbox = Inbox.from_url(redis_url, partitions=partitions)
     raw = aioredis.Redis.from_url(redis_url)

@@ -70,7 +70,7 @@ def test_a_user_gets_the_models_answer_and_the_turn_says_vllm(running: Running) 
     running.user_says(user, "What is the capital of France?")
     [reply] = running.texts_to(user, 1)
     assert "Paris" in reply
-    store = ray.get_actor(serve_app.STORE_NAME, namespace=serve_app.NAMESPACE)
+    store = serve_app.find_actor(serve_app.STORE_NAME)
     chat = f"{DEFAULT_PHONE_NUMBER_ID}:{user}"
     [turn] = ray.get(store.list_turns.remote(chat))
     assert (turn.agent, turn.engine, turn.outcome) == ("assistant", "vllm", "ok")

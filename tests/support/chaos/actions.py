@@ -133,11 +133,10 @@ class Chaos:
 
 
 def platform_actor(name: str) -> Any:
-    import ray
 
     import serve_app
 
-    return ray.get_actor(name, namespace=serve_app.NAMESPACE)
+    return serve_app.find_actor(name)
 
 
 def ingress_replicas() -> list[str]:
