@@ -109,6 +109,13 @@ class OutboxActor:
             except Exception:  # the store is down: the next sweep tries again
                 log.warning("sweeping pending sends failed", exc_info=True)
 
+    async def drain(self) -> None:
+        """A new release's outbox takes this number over (actors/rollout.py): the sends on
+        the wire finish and are written, the rest stays pending for it."""
+        for task in (self._sweeping, self._reporting, self._resumed):
+            task.cancel()
+        await self._outbox.drain()
+
     async def sweep_pending(self, older_than_s: float = 30.0) -> int:
         return await self._outbox.sweep_pending(older_than_s)
 

@@ -72,6 +72,12 @@ class SchedulerActor:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 30.0)
 
+    async def drain(self) -> None:
+        """A new release's scheduler takes the jobs over (actors/rollout.py): fire no more.
+        A run cut off here is made up by the next scheduler's sweep (docs/scheduler.md)."""
+        self._started.cancel()
+        await self._core.close()
+
     async def _ready(self) -> SchedulerCore:
         """The core, once its jobs are loaded (every method waits for that first)."""
         if not self._started.done():

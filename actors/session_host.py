@@ -93,6 +93,12 @@ class SessionHost:
         await asyncio.shield(self._started)  # a caller giving up must not cancel the start
         return True
 
+    async def drain(self) -> None:
+        """A new release takes this partition over (actors/rollout.py): finish and stop."""
+        self._reporting.cancel()
+        await asyncio.shield(self._started)
+        await self._core.drain()
+
     async def stats(self) -> dict[str, Any]:
         return self._core.stats()
 

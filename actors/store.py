@@ -67,6 +67,12 @@ class StoreActor:
         self._started.result()  # a failed start fails every call with its error
         return self._store
 
+    async def drain(self) -> None:
+        """A new release's store opens the file next (actors/rollout.py): write what is
+        queued and close it (DuckDB lets one process write a file)."""
+        self._reporting.cancel()
+        await (await self._open("drain")).close()
+
     # -- observability --------------------------------------------------------------------------
 
     async def ping(self) -> bool:

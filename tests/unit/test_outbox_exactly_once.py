@@ -8,13 +8,14 @@ from typing import Any
 
 import httpx
 import pytest
-from emulator_harness import USER
+from emulator_harness import PNID, TOKEN, USER
 from outbox_harness import OutboxRig, losing_graph, outbox_rig
 
 from tests.support.metrics import MetricsProbe
 from whatsray.outbox import OutboundItem, Outbox, is_ambiguous
 from whatsray.whatsapp.emulator import StatusDelays
 from whatsray.whatsapp.errors import GraphTimeoutError, ServerError, TransportError
+from whatsray.whatsapp.graph_client import GraphClient
 
 
 async def _killed_mid_send(rig: OutboxRig, items: list[OutboundItem]) -> Outbox:
@@ -180,3 +181,48 @@ def test_only_failures_that_may_have_reached_meta_are_ambiguous() -> None:
     assert is_ambiguous(timed_out) and is_ambiguous(reset)
     assert not is_ambiguous(refused) and not is_ambiguous(connect_timeout)
     assert not is_ambiguous(ServerError("boom", code=131000))
+
+
+class HeldTransport(httpx.AsyncBaseTransport):
+    """Forwards to the emulator once `release` is set: a request stays on the wire until then."""
+
+    def __init__(self, inner: httpx.AsyncClient) -> None:
+        self._inner = inner
+        self.on_wire = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        content = await request.aread()
+        self.on_wire.set()
+        await self.release.wait()
+        answer = await self._inner.request(
+            request.method, str(request.url), headers=dict(request.headers), content=content
+        )
+        return httpx.Response(answer.status_code, headers=answer.headers, content=answer.content)
+
+
+async def test_a_draining_outbox_finishes_the_send_on_the_wire_and_hands_the_rest_over() -> None:
+    # A new release takes the number over (actors/rollout.py): what the old outbox had on the
+    # wire is answered and written down, what it had not started stays pending for the next one.
+    async with outbox_rig() as rig:
+        rig.open_window(USER)
+        items = rig.reply("t1", USER, "first", "second")  # one lane: "second" waits its turn
+        for item in items:
+            await rig.ledger.record_outbound(item)
+        transport = HeldTransport(rig.http)
+        async with httpx.AsyncClient(transport=transport) as client:
+            old = rig.outbox(graph=GraphClient(client, TOKEN, PNID, base_url="http://emulator"))
+            await old.dispatch(items, fresh=[True, True])  # as a turn's commit hands them over
+            await transport.on_wire.wait()
+            draining = asyncio.create_task(old.drain())
+            transport.release.set()
+            await draining
+        assert rig.texts(USER) == ["first"]
+        first, second = [await rig.ledger.get_outbound(i.outbound_id) for i in items]
+        assert first is not None and first.wamid is not None and first.status != "pending"
+        assert second is not None and second.status == "pending"
+
+        new = rig.outbox()
+        assert await new.resume_pending() == 1
+        await new.wait_idle()
+        assert rig.texts(USER) == ["first", "second"]  # each once, in order

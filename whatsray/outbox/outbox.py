@@ -82,6 +82,11 @@ def replay_outbound_id(outbound_id: str, dead_letter_id: str) -> str:
     return f"{outbound_id}~replay:{dead_letter_id}"
 
 
+async def _parked() -> None:
+    """Wait until cancelled (an outbox handing over closes, which cancels its sends)."""
+    await asyncio.Event().wait()
+
+
 def _describe(exc: BaseException) -> str:
     code = getattr(exc, "code", None)
     return f"{type(exc).__name__}({code})" if code is not None else type(exc).__name__
@@ -149,6 +154,8 @@ class Outbox(StatusWebhooks, WindowFallbacks, BackgroundSends):
         self._tasks: set[asyncio.Task[Any]] = set()
         self._dead_lettering: set[str] = set()
         self._closed = False
+        self._handing_over = False  # draining: no new Graph request starts
+        self._on_wire = 0  # send requests Meta has not answered yet
 
     def __repr__(self) -> str:
         return f"Outbox(phone_number_id={self.phone_number_id!r}, lanes={len(self._lanes)})"
@@ -166,6 +173,18 @@ class Outbox(StatusWebhooks, WindowFallbacks, BackgroundSends):
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await self._behind.close()  # what was sent is written down
+
+    async def drain(self, grace_s: float = 10.0) -> None:
+        """Hand over to the next release's outbox (docs/cluster.md, "Upgrades"): start no new
+        request, let the ones on the wire finish and be written (up to `grace_s`), then close.
+        Everything not sent stays pending in the ledger, where the next outbox resumes it; a
+        request cut off here would leave Meta's answer unknown, and cost the grace later."""
+        self._handing_over = True
+        deadline = time.monotonic() + grace_s
+        # Polled: a drain happens once per release, and the counter needs no event of its own.
+        while self._on_wire and time.monotonic() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.02)
+        await self.close()
 
     def in_flight(self) -> int:
         """Sends and writes still running in the background: 0 when this outbox is quiet."""
@@ -405,7 +424,13 @@ class Outbox(StatusWebhooks, WindowFallbacks, BackgroundSends):
             attempts += 1
             try:
                 async with self._requests:
-                    result = await self._graph.send(message)
+                    if self._handing_over:
+                        await _parked()  # the next release's outbox sends it (still pending)
+                    self._on_wire += 1
+                    try:
+                        result = await self._graph.send(message)
+                    finally:
+                        self._on_wire -= 1
             except WhatsAppError as exc:
                 retrying = exc.is_transient and self._retry.should_retry(attempts)
                 self._count_send("retried" if retrying else "failed", exc.code)

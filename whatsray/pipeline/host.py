@@ -147,7 +147,7 @@ class SessionHostCore:
             self._inbox,
             self.partition,
             self._deliver,
-            unacked=lambda: self.registry.stats().unacked + self.statuses.pending,
+            unacked=self._in_hand,
             on_poison=self.quarantine.poison,
             **self._consumer_options,
         )
@@ -178,6 +178,21 @@ class SessionHostCore:
                 )
         await self.registry.close()
         await self.statuses.close()
+
+    async def drain(self, grace_s: float = 10.0) -> None:
+        """Hand the partition over to the next release (docs/cluster.md, "Upgrades"): stop
+        reading, give the turns in hand up to `grace_s` to finish and be acked, then close.
+        What is still unacked then is read again by the next host, and deduped there."""
+        for task in self._tasks[:1]:  # the consumer: nothing new is read from here on
+            task.cancel()
+        deadline = time.monotonic() + grace_s
+        # Polled: a drain happens once per release, and the counts live in several objects.
+        while self._in_hand() and time.monotonic() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+        await self.close()
+
+    def _in_hand(self) -> int:
+        return self.registry.stats().unacked + self.statuses.pending
 
     async def _deliver(self, entry: InboundEntry) -> None:
         number = entry.chat.phone_number_id
