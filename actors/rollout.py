@@ -21,15 +21,16 @@ from typing import Any
 
 import ray
 from redis.asyncio import Redis
+from redis.asyncio.lock import Lock
 
 from whatsray.release import in_retire_order, releases_running, split_versioned, versioned
 
 log = logging.getLogger(__name__)
 
 LOCK_KEY = "whatsray:rollout"
-# Longer than any rollout (6 stages of at most DRAIN_TIMEOUT_S + GONE_TIMEOUT_S each): a lock
-# left by a replica that died mid-rollout expires after this.
-LOCK_TIMEOUT_S = 600.0
+# The holder renews the lock every third of this; one that died mid-rollout (its whole cluster,
+# say) holds up the next start for at most this long.
+LOCK_TIMEOUT_S = 30.0
 DRAIN_TIMEOUT_S = 30.0
 GONE_TIMEOUT_S = 30.0
 
@@ -39,10 +40,20 @@ async def rollout_lock(redis_url: str) -> AsyncIterator[None]:
     """One `Platform.start` at a time across the cluster (every ingress replica runs one)."""
     client = Redis.from_url(redis_url)
     try:
-        async with client.lock(LOCK_KEY, timeout=LOCK_TIMEOUT_S, blocking_timeout=None):
-            yield
+        async with client.lock(LOCK_KEY, timeout=LOCK_TIMEOUT_S, blocking_timeout=None) as lock:
+            renewing = asyncio.create_task(_renew(lock))
+            try:
+                yield
+            finally:
+                renewing.cancel()
     finally:
         await client.aclose()
+
+
+async def _renew(lock: Lock) -> None:
+    while True:
+        await asyncio.sleep(LOCK_TIMEOUT_S / 3)
+        await lock.reacquire()
 
 
 def named_actors(namespace: str) -> list[str]:
