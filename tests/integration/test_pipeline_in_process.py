@@ -25,6 +25,7 @@ from whatsray.agents.config import AgentsConfig
 from whatsray.inbox import Inbox, partition_for
 from whatsray.llm import ChatMessage, ScriptedEngine
 from whatsray.outbox import Outbox
+from whatsray.pipeline.consumer import consumer_name
 from whatsray.pipeline.host import SessionHostCore
 from whatsray.pipeline.ingest import InboxSink
 from whatsray.session import SessionConfig
@@ -259,6 +260,36 @@ async def test_a_host_restarted_mid_turn_answers_exactly_once(pipeline: Pipeline
     await pipeline.quiet()
     assert len(pipeline.emulator.outbound(to=user)) == 1
     assert await pipeline.inbox.pending_count(partition) == 0
+
+
+async def test_a_draining_host_finishes_its_turn_and_the_next_host_takes_the_rest(
+    pipeline: Pipeline,
+) -> None:
+    # A new release takes the partition over (actors/rollout.py): the turn in hand is answered
+    # and acked by the old host; what it did not read is the next host's, answered once.
+    user = "15551230014"
+    partition = partition_for(
+        ChatKey(phone_number_id=DEFAULT_PHONE_NUMBER_ID, user=user), PARTITIONS
+    )
+    gate = asyncio.Event()
+    pipeline.engine.delay_call(pipeline.engine.call_count + 1, gate)
+    first = await pipeline.user_says(user, "first")
+    await pipeline.engine.wait_for_calls(1)  # the turn is in hand, in the model
+    draining = asyncio.create_task(pipeline.hosts[partition].drain(grace_s=10))
+    await pipeline.user_says(user, "second")
+    gate.set()
+    await draining
+    assert await pipeline.replies_to(user, 1) == ["echo: first"]
+    # Acked: the next host does not get "first" again. ("second" may be pending: a read cut
+    # off by the drain leaves it delivered to the partition's consumer, which the next reads.)
+    left = await pipeline.inbox.read_pending(partition, consumer_name(partition))
+    assert first not in [getattr(entry.event, "message_id", None) for entry in left]
+
+    pipeline.hosts[partition] = pipeline.make_host(partition)
+    await pipeline.hosts[partition].start()
+    assert await pipeline.replies_to(user, 2) == ["echo: first", "echo: second"]
+    await pipeline.quiet()
+    assert len(pipeline.emulator.outbound(to=user)) == 2
 
 
 async def test_replies_recorded_before_a_crash_are_sent_by_the_next_outbox(

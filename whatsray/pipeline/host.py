@@ -178,6 +178,7 @@ class SessionHostCore:
                 )
         await self.registry.close()
         await self.statuses.close()
+        await self.acks.batcher.close()  # the acks of finished turns reach the stream
 
     async def drain(self, grace_s: float = 10.0) -> None:
         """Hand the partition over to the next release (docs/cluster.md, "Upgrades"): stop
