@@ -5,39 +5,51 @@ replica then calls `Platform.start()`, which creates every actor of the platform
 it already runs (named, detached, `get_if_exists`). Ray restarts any of them that dies
 (`max_restarts=-1`), and each rebuilds its state from the inbox and the store.
 
+Releases: every actor's name carries the release (`store@3f2a9c1b7d0e`, whatsray/release.py), a
+digest of the code, the settings and the files they load. A deploy that changes any of them
+starts a new release, whose `Platform.start` first retires the old release's actors
+(actors/rollout.py), then creates its own; a deploy that changes nothing finds its own.
+
 Placement: by default Ray puts each actor where it likes (no CPU reserved, no resources asked).
 `WHATSRAY_PLACEMENT` (JSON, read where the platform starts: the ingress replica's environment,
 so set it before the Ray nodes start) asks for custom resources per actor kind, so that a
 cluster can pin them: `{"store": {"head": 0.01}, "session_host": [{"w0": 0.01}, {"w1": 0.01}]}`.
-Kinds: store, outbox, scheduler, router, agent_worker, session_host, local_services, ingress. A
-list spreads the actors of a kind: session host `p` (agent worker `i`) takes entry `p % len`
-(`i % len`); every other kind takes the first entry. See `benchmarks/multinode.py`.
+Kinds: store, outbox, scheduler, router, agent_worker, session_host, local_services, ingress, and
+`default` for every kind not named. A list spreads the actors of a kind: session host `p` (agent
+worker `i`) takes entry `p % len` (`i % len`); every other kind takes the first entry. In cluster
+mode the store goes to the head node unless the variable names it. Rules: whatsray/placement.py;
+see docs/cluster.md and `benchmarks/multinode.py`.
 """
 
 from __future__ import annotations
 
-import json
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import ray
 from ray import serve
 
+import whatsray
 from actors.agents import AgentWorker, RouterActor, load_config
 from actors.handles import PlatformHandles
 from actors.ingress import Ingress
 from actors.llm_deployment import build_llm_app
 from actors.local_services import LocalServices
 from actors.outbox import OutboxActor
+from actors.rollout import find_in_release, retire_other_releases, rollout_lock
 from actors.scheduler import SchedulerActor
 from actors.session_host import SessionHost
 from actors.store import StoreActor
+from whatsray.number_settings import resolve_number_paths
 from whatsray.observability.logs import LogSetup
-from whatsray.scheduling import load_jobs_file
+from whatsray.placement import PLACEMENT_ENV, parse_placement, resources_for
+from whatsray.release import code_digest, release_id, versioned
+from whatsray.scheduling import JobSpec, load_jobs_file
 from whatsray.settings import Settings, load_settings, resolve_local_secrets
-from whatsray.whatsapp.emulator import DEFAULT_PHONE_NUMBER_ID, EmulatorConfig
+from whatsray.whatsapp.emulator import DEFAULT_PHONE_NUMBER_ID, BusinessNumber, EmulatorConfig
 
 NAMESPACE = "whatsray"
 
@@ -60,10 +72,17 @@ def agent_worker_name(agent: str, index: int) -> str:
     return f"agent-{agent}-{index}"
 
 
-def find_actor(name: str) -> Any:
-    """The running platform's actor called `name` (one of the names above); tools and tests
-    look actors up through this, never by `ray.get_actor` on their own."""
-    return ray.get_actor(name, namespace=NAMESPACE)
+def find_actor(name: str, release: str | None = None) -> Any:
+    """The running platform's actor called `name` (one of the names above) in `release`, or in
+    the one release running; tools and tests look actors up through this."""
+    return find_in_release(name, NAMESPACE, release)
+
+
+def current_release(settings: Settings) -> str:
+    """The release these settings and the code on this machine make (whatsray/release.py)."""
+    here = Path(__file__).resolve().parent
+    package = Path(whatsray.__file__).resolve().parent
+    return release_id(settings, code_digest([package, here / "actors", here / "serve_app.py"]))
 
 
 # I/O-bound actors: no CPU reserved (a 2-core node would otherwise fit two), many calls at once.
@@ -78,7 +97,6 @@ ACTOR_OPTIONS: dict[str, Any] = {
 }
 
 
-PLACEMENT_ENV = "WHATSRAY_PLACEMENT"
 _KINDS = {
     StoreActor: "store",
     OutboxActor: "outbox",
@@ -90,12 +108,10 @@ _KINDS = {
 }
 
 
-def placement_resources(kind: str, index: int = 0) -> dict[str, float]:
-    """The custom resources `WHATSRAY_PLACEMENT` asks for this actor kind (none when unset)."""
-    wanted = json.loads(os.environ.get(PLACEMENT_ENV) or "{}").get(kind)
-    if isinstance(wanted, list):
-        wanted = wanted[index % len(wanted)] if wanted else None
-    return {str(k): float(v) for k, v in (wanted or {}).items()}
+def placement_resources(kind: str, index: int = 0, *, mode: str = "local") -> dict[str, float]:
+    """The custom resources `WHATSRAY_PLACEMENT` asks for this actor kind; in cluster mode the
+    store goes to the head node unless it names the store (rules: whatsray/placement.py)."""
+    return resources_for(parse_placement(os.environ.get(PLACEMENT_ENV)), kind, index, mode=mode)
 
 
 def _secret(settings: Settings, name: str) -> str:
@@ -111,20 +127,26 @@ class Platform:
     """Creates (or finds) the platform's actors. Picklable: it travels to the ingress replica."""
 
     settings: Settings
+    release: str
+
+    def _name(self, name: str) -> str:
+        return versioned(name, self.release)
 
     def _actor(self, cls: type, name: str, *args: Any, **kwargs: Any) -> Any:
         options = dict(ACTOR_OPTIONS)
         kind = _KINDS.get(cls, "")
         suffix = name.rsplit("-", 1)[-1]
         index = int(suffix) if kind in ("session_host", "agent_worker") and suffix.isdigit() else 0
-        if resources := placement_resources(kind, index):
+        if resources := placement_resources(kind, index, mode=self.settings.mode):
             options["resources"] = resources
         # Every actor sets its logging up first thing, named as here (docs/logging.md).
         fields: dict[str, str | int] = {"actor": name}
         if kind == "session_host":
             fields["partition"] = index
         logs = LogSetup.from_settings(self.settings).for_process(**fields)
-        return ray.remote(cls).options(name=name, **options).remote(*args, logs=logs, **kwargs)
+        # The local services (the embedded Valkey, the emulator) outlive releases.
+        full_name = name if cls is LocalServices else self._name(name)
+        return ray.remote(cls).options(name=full_name, **options).remote(*args, logs=logs, **kwargs)
 
     @property
     def phone_number_ids(self) -> list[str]:
@@ -148,7 +170,13 @@ class Platform:
                 EmulatorConfig(
                     app_secret=_secret(s, "app_secret"),
                     access_token=_secret(s, "access_token"),
-                    phone_numbers=tuple(self.phone_number_ids),
+                    # Each number on its own tier, as the outboxes pace it (docs/emulator.md).
+                    phone_numbers=tuple(
+                        BusinessNumber.parse(
+                            pnid, throughput_mps=s.number_settings(pnid).throughput_mps
+                        )
+                        for pnid in self.phone_number_ids
+                    ),
                     webhook_url=f"http://127.0.0.1:{s.http_port}/webhook",
                     throughput_mps=s.throughput_mps,
                 ),
@@ -158,8 +186,24 @@ class Platform:
             redis_url = urls["redis"]
             graph_url = emulator_url = urls["emulator"]
         assert redis_url is not None, "settings validation requires a Redis URL on a cluster"
+        async with rollout_lock(redis_url):
+            await retire_other_releases(self.release, NAMESPACE)
+            return await self._start_release(redis_url, emulator_url, graph_url, config_jobs, llm)
+
+    async def _start_release(
+        self,
+        redis_url: str,
+        emulator_url: str | None,
+        graph_url: str,
+        config_jobs: Sequence[JobSpec],
+        llm: dict[str, Any],
+    ) -> PlatformHandles:
+        s = self.settings
         every = {"metrics_every_s": s.metrics_interval_s}  # how often actors set their gauges
         store = self._actor(StoreActor, STORE_NAME, str(s.data_dir / "whatsray.duckdb"), **every)
+        # The store migrates its file as it opens: done before any other actor of this release
+        # starts (and, with the old release retired, while nothing else has the file open).
+        await store.ping.remote()
         outboxes = {
             pnid: self._actor(
                 OutboxActor,
@@ -169,8 +213,9 @@ class Platform:
                 access_token=_secret(s, "access_token"),
                 graph_api_base_url=graph_url,
                 graph_api_version=s.graph_api_version,
-                throughput_mps=s.throughput_mps,
-                templates_file=str(s.templates_file) if s.templates_file else None,
+                # The number's own tier and templates (WHATSRAY_NUMBERS), else the global ones.
+                throughput_mps=s.number_settings(pnid).throughput_mps,
+                templates_file=s.number_settings(pnid).templates_path,
                 **every,
             )
             for pnid in self.phone_number_ids
@@ -212,11 +257,11 @@ class Platform:
             ]
             for name in load_config(agents_file, override).names
         }
-        host_names = [session_host_name(p) for p in range(s.partitions)]
+        host_names = [self._name(session_host_name(p)) for p in range(s.partitions)]
         hosts = [
             self._actor(
                 SessionHost,
-                host_names[p],
+                session_host_name(p),
                 p,
                 redis_url=redis_url,
                 partitions=s.partitions,
@@ -237,6 +282,7 @@ class Platform:
             for p in range(s.partitions)
         ]
         return PlatformHandles(
+            release=self.release,
             redis_url=redis_url,
             partitions=s.partitions,
             app_secret=_secret(s, "app_secret"),
@@ -265,6 +311,7 @@ def build_app(settings: Settings | None = None) -> Any:
             "templates_file": (
                 settings.templates_file.resolve() if settings.templates_file else None
             ),
+            "numbers": resolve_number_paths(settings.numbers),
         }
     )
     settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -274,7 +321,8 @@ def build_app(settings: Settings | None = None) -> Any:
         max_ongoing_requests=1000,
     )(serve.ingress()(Ingress))
     logs = LogSetup.from_settings(settings).for_process(actor="ingress")
-    return deployment.bind(Platform(settings).start, llm_deployments(settings), logs=logs)
+    platform = Platform(settings, current_release(settings))
+    return deployment.bind(platform.start, llm_deployments(settings), logs=logs)
 
 
 def llm_deployments(settings: Settings) -> dict[str, Any]:

@@ -10,6 +10,7 @@ from typing import Any
 
 @dataclass(frozen=True)
 class PlatformHandles:
+    release: str  # the release these actors belong to (whatsray/release.py)
     redis_url: str
     partitions: int
     # The ingress's secrets: never in a repr (a log line, a traceback).

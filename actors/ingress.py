@@ -35,6 +35,7 @@ from whatsray.admin.status import StatusSources, collect_status
 from whatsray.admin.status_models import StatusOut
 from whatsray.calls import calls
 from whatsray.inbox import Inbox, partition_for
+from whatsray.inbox.persistence import warn_unless_persistent
 from whatsray.llm.openai_server import openai_router
 from whatsray.observability.logs import LogSetup, configure_logging
 from whatsray.pipeline.ingest import InboxSink
@@ -63,6 +64,8 @@ class Ingress:
             for key, handle in (llm or {}).items()
         }
         self._inbox = Inbox.from_url(platform.redis_url, partitions=platform.partitions)
+        # One WARNING when Redis would lose acknowledged appends on a restart (AOF off).
+        await warn_unless_persistent(self._inbox.persistence, READY_TIMEOUT_S)
         self._hosts = [SessionHostClient(h) for h in platform.session_hosts]
         self._agents = AgentPool(platform.agent_workers)
         self._status_sources = self._status_parts()
@@ -127,6 +130,7 @@ class Ingress:
         async def ready() -> JSONResponse:
             checks = await self.readiness()
             body: dict[str, Any] = {"ready": all(checks.values()), "checks": checks}
+            body["release"] = platform.release  # whose actors answer (docs/cluster.md)
             if platform.emulator_url:
                 body["emulator_url"] = platform.emulator_url
             return JSONResponse(body, status_code=200 if body["ready"] else 503)
@@ -162,6 +166,7 @@ class Ingress:
             outboxes={pnid: AdminOutboxClient(h).status for pnid, h in platform.outboxes.items()},
             store=AdminStoreClient(platform.store).status_counts,
             next_runs=SchedulerStatusClient(platform.scheduler).next_runs,
+            persistence=self._inbox.persistence,
         )
 
     async def status_report(self) -> StatusOut:

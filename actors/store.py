@@ -124,14 +124,20 @@ class StoreActor:
     async def get_chat(self, chat: ChatKey | str) -> ChatRecord | None:
         return await (await self._open("get_chat")).get_chat(chat)
 
-    async def list_chats(self, limit: int = 50, offset: int = 0) -> list[ChatRecord]:
-        return await (await self._open("list_chats")).list_chats(limit, offset)
+    async def list_chats(
+        self, limit: int = 50, offset: int = 0, *, phone_number_id: str | None = None
+    ) -> list[ChatRecord]:
+        store = await self._open("list_chats")
+        return await store.list_chats(limit, offset, phone_number_id=phone_number_id)
 
     async def get_contact(self, chat: ChatKey | str) -> Contact | None:
         return await (await self._open("get_contact")).get_contact(chat)
 
-    async def search_contacts(self, q: str, limit: int = 20) -> list[Contact]:
-        return await (await self._open("search_contacts")).search_contacts(q, limit)
+    async def search_contacts(
+        self, q: str, limit: int = 20, *, phone_number_id: str | None = None
+    ) -> list[Contact]:
+        store = await self._open("search_contacts")
+        return await store.search_contacts(q, limit, phone_number_id=phone_number_id)
 
     async def set_opt_in(self, chat: ChatKey | str, opted_in: bool) -> bool:
         return await (await self._open("set_opt_in")).set_opt_in(chat, opted_in)
@@ -210,10 +216,15 @@ class StoreActor:
         return await (await self._open("get_dead_letter")).get_dead_letter(dead_letter_id)
 
     async def list_dead_letters(
-        self, limit: int = 50, include_replayed: bool = False, offset: int = 0
+        self,
+        limit: int = 50,
+        include_replayed: bool = False,
+        offset: int = 0,
+        *,
+        phone_number_id: str | None = None,
     ) -> list[DeadLetter]:
         return await (await self._open("list_dead_letters")).list_dead_letters(
-            limit, include_replayed, offset
+            limit, include_replayed, offset, phone_number_id=phone_number_id
         )
 
     async def mark_dead_letter_replayed(

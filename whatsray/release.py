@@ -56,6 +56,7 @@ def release_id(settings: Settings, code: str) -> str:
 
 def _loaded_files(settings: Settings) -> list[Path]:
     paths = [settings.agents_file, settings.jobs_file, settings.templates_file]
+    paths += [overrides.templates_file for overrides in settings.numbers.values()]
     return [p for p in paths if p is not None]
 
 

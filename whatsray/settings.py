@@ -1,6 +1,7 @@
 """One settings object for the whole platform, built once at the edge.
 
-Values come from the environment (prefix `WHATSRAY_`), a `.env` file, or keyword overrides.
+Values come from keyword overrides, the environment (prefix `WHATSRAY_`), a `.env` file, or files
+in `WHATSRAY_SECRETS_DIR` (one per setting, named like its variable), first found wins.
 Secrets are `SecretStr` so they never show in reprs or logs. `load_settings()` turns pydantic's
 validation errors into one `SettingsError` whose message names each variable and its problem.
 
@@ -14,12 +15,21 @@ from __future__ import annotations
 import re
 import secrets
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import (
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from whatsray.number_settings import NumberOverrides, NumberSettings, effective, parse_numbers
 
 ENV_PREFIX = "WHATSRAY_"
 _GRAPH_VERSION = re.compile(r"^v\d{1,3}\.\d$")
@@ -38,6 +48,9 @@ class Settings(BaseSettings):
 
     mode: Literal["local", "cluster"] = "local"
     data_dir: Path = Path("data")
+    # A directory of secret files (a mounted Kubernetes Secret): each file is named like the
+    # variable it sets (`WHATSRAY_APP_SECRET`), its content is the value (docs/settings.md).
+    secrets_dir: Path | None = None
 
     # WhatsApp Cloud API (Meta: App Dashboard > WhatsApp > Configuration; Settings > Basic).
     app_secret: SecretStr | None = None
@@ -73,6 +86,9 @@ class Settings(BaseSettings):
     # Templates sent instead of free text outside the 24-hour window (docs/outbox.md); unset:
     # none, such messages are dead-lettered `outside_window`.
     templates_file: Path | None = Path("configs/templates.yaml")
+    # Per business number: its own throughput and templates over the two above, a JSON object
+    # keyed by phone number id (whatsray/number_settings.py, docs/settings.md "Many numbers").
+    numbers: Annotated[dict[str, NumberOverrides], NoDecode] = Field(default_factory=dict)
 
     # Scheduler (docs/scheduler.md): the zone of jobs that name none (an IANA name), the
     # built-in system jobs (cleanup, dead-letter sweep, daily summary), and how often every job
@@ -147,6 +163,28 @@ class Settings(BaseSettings):
             raise ValueError(f"phone number ids are digits only (Meta's numeric id), got {bad}")
         return value
 
+    @field_validator("numbers", mode="before")
+    @classmethod
+    def _check_numbers(cls, value: Any, info: ValidationInfo) -> dict[str, NumberOverrides]:
+        # phone_number_ids is declared first: absent here only when it failed on its own.
+        served = info.data.get("phone_number_ids")
+        return parse_numbers(value, served)
+
+    def number_settings(self, phone_number_id: str) -> NumberSettings:
+        """The effective settings of one business number: its `numbers` entry over the global
+        throughput and templates. An id the app does not serve is a `SettingsError`."""
+        if self.phone_number_ids and phone_number_id not in self.phone_number_ids:
+            raise SettingsError(
+                f"phone number id {phone_number_id[:64]!r} is not served; WHATSRAY_PHONE_NUMBER_IDS"
+                f" has {', '.join(self.phone_number_ids)}"
+            )
+        return effective(
+            phone_number_id,
+            self.numbers.get(phone_number_id),
+            throughput_mps=self.throughput_mps,
+            templates_file=self.templates_file,
+        )
+
     @field_validator("operator_number")
     @classmethod
     def _check_operator_number(cls, value: str | None) -> str | None:
@@ -193,10 +231,33 @@ class Settings(BaseSettings):
 
 def load_settings(**overrides: Any) -> Settings:
     """Build and validate the settings; raise `SettingsError` with every problem spelled out."""
+    secrets_dir = _secrets_dir(overrides)
     try:
-        return Settings(**overrides)
+        return Settings(**overrides, _secrets_dir=secrets_dir)
     except ValidationError as exc:
         raise SettingsError(_describe(exc)) from None
+
+
+class _SecretsDirOnly(BaseSettings):
+    """`secrets_dir` alone, read as every setting is: it must be known before the others."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_file=".env", extra="ignore")
+    secrets_dir: str | None = None
+
+
+def _secrets_dir(overrides: dict[str, Any]) -> Path | None:
+    # A keyword override wins, as for every setting; else the environment or the .env file.
+    value = (
+        overrides["secrets_dir"] if "secrets_dir" in overrides else _SecretsDirOnly().secrets_dir
+    )
+    if value is None or not str(value).strip():
+        return None
+    path = Path(value).expanduser()
+    if not path.is_dir():
+        problem = "not a directory" if path.exists() else "no such directory"
+        name = ENV_PREFIX + "SECRETS_DIR"
+        raise SettingsError(f"invalid whatsray settings:\n  {name}: {problem}: {path}")
+    return path
 
 
 def _describe(exc: ValidationError) -> str:

@@ -50,9 +50,11 @@ class AdminOutboxClient(Client):
     """The admin API's outbox (`AdminOutboxPort`): sends and dead-letter replays; and its
     queue and rate limits for `GET /api/status`."""
 
-    async def dispatch(self, items: Sequence[OutboundItem]) -> None:
+    async def dispatch(
+        self, items: Sequence[OutboundItem], fresh: Sequence[bool] | None = None
+    ) -> None:
         calls.count(OUTBOX, "dispatch")
-        return await self._handle.dispatch.remote(items)
+        return await self._handle.dispatch.remote(items, fresh)
 
     async def replay_dead_letter(self, dead_letter_id: str) -> OutboundRecord:
         calls.count(OUTBOX, "replay_dead_letter")
@@ -66,9 +68,11 @@ class AdminOutboxClient(Client):
 class ToolOutboxClient(Client):
     """The agents' tools' outbox (`ToolOutbox`): what a tool recorded, sent."""
 
-    async def dispatch(self, items: Sequence[OutboundItem]) -> None:
+    async def dispatch(
+        self, items: Sequence[OutboundItem], fresh: Sequence[bool] | None = None
+    ) -> None:
         calls.count(OUTBOX, "dispatch")
-        return await self._handle.dispatch.remote(items)
+        return await self._handle.dispatch.remote(items, fresh)
 
 
 class ReplayerClient(Client):

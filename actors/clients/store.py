@@ -203,9 +203,11 @@ class AdminStoreClient(Client):
         calls.count(STORE, "get_chat")
         return await self._handle.get_chat.remote(chat)
 
-    async def list_chats(self, limit: int = 50, offset: int = 0) -> list[ChatRecord]:
+    async def list_chats(
+        self, limit: int = 50, offset: int = 0, *, phone_number_id: str | None = None
+    ) -> list[ChatRecord]:
         calls.count(STORE, "list_chats")
-        return await self._handle.list_chats.remote(limit, offset)
+        return await self._handle.list_chats.remote(limit, offset, phone_number_id=phone_number_id)
 
     async def get_messages(
         self, chat: ChatKey | str, limit: int = 50, before: int | None = None
@@ -213,9 +215,11 @@ class AdminStoreClient(Client):
         calls.count(STORE, "get_messages")
         return await self._handle.get_messages.remote(chat, limit, before)
 
-    async def search_contacts(self, q: str, limit: int = 20) -> list[Contact]:
+    async def search_contacts(
+        self, q: str, limit: int = 20, *, phone_number_id: str | None = None
+    ) -> list[Contact]:
         calls.count(STORE, "search_contacts")
-        return await self._handle.search_contacts.remote(q, limit)
+        return await self._handle.search_contacts.remote(q, limit, phone_number_id=phone_number_id)
 
     async def get_outbound(self, outbound_id: str) -> OutboundRecord | None:
         calls.count(STORE, "get_outbound")
@@ -230,10 +234,17 @@ class AdminStoreClient(Client):
         return await self._handle.get_dead_letter.remote(dead_letter_id)
 
     async def list_dead_letters(
-        self, limit: int = 50, include_replayed: bool = False, offset: int = 0
+        self,
+        limit: int = 50,
+        include_replayed: bool = False,
+        offset: int = 0,
+        *,
+        phone_number_id: str | None = None,
     ) -> list[DeadLetter]:
         calls.count(STORE, "list_dead_letters")
-        return await self._handle.list_dead_letters.remote(limit, include_replayed, offset)
+        return await self._handle.list_dead_letters.remote(
+            limit, include_replayed, offset, phone_number_id=phone_number_id
+        )
 
     async def handoff_chats(
         self,

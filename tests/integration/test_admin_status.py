@@ -73,6 +73,22 @@ async def test_status_shows_each_partitions_backlog(tmp_path: Path, redis: aiore
         assert (zero["lag"], zero["pending"]) == (2, 0)
 
 
+async def test_status_shows_whether_the_inbox_survives_a_redis_restart(
+    tmp_path: Path, redis: aioredis.Redis
+) -> None:
+    async with admin_stack(tmp_path, Inbox(redis, partitions=PARTITIONS)) as admin:
+        persistent = (await status(admin))["inbox_persistence"]
+        assert persistent == {"aof_enabled": True, "rdb_save": "", "warning": None}
+
+        await redis.config_set("appendonly", "no")
+        try:
+            volatile = (await status(admin))["inbox_persistence"]
+        finally:
+            await redis.config_set("appendonly", "yes")
+        assert volatile["aof_enabled"] is False
+        assert "acknowledged messages would be lost" in volatile["warning"]
+
+
 async def test_status_shows_the_outbox_queue_while_meta_holds_a_send(tmp_path: Path) -> None:
     async with admin_stack(tmp_path) as admin:
         user = "15552100001"

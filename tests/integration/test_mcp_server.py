@@ -136,7 +136,12 @@ async def test_lists_the_eleven_tools_with_their_schemas(
         assert tool.input_schema["type"] == "object"
     send = tools["whatsapp_send_message"]
     assert sorted(send.input_schema["required"]) == ["text", "to"]
-    assert set(send.input_schema["properties"]) == {"to", "text", "idempotency_key"}
+    assert set(send.input_schema["properties"]) == {
+        "to",
+        "text",
+        "idempotency_key",
+        "phone_number_id",
+    }
     assert "24" in send.description and "outside_window" in send.description
     assert send.annotations is not None and send.annotations.open_world_hint is True
     read_only = {name for name, tool in tools.items() if tool.annotations.read_only_hint}

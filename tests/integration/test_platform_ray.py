@@ -361,7 +361,7 @@ def test_a_turn_cancelled_in_a_tool_call_streams_its_journal_and_stops_the_worke
 
     @ray.remote(num_cpus=0)
     class StuckOutbox:  # sending never returns: the turn is caught inside send_message
-        async def dispatch(self, items: Any) -> None:
+        async def dispatch(self, items: Any, fresh: Any = None) -> None:
             await asyncio.Event().wait()
 
     worker = (

@@ -4,7 +4,9 @@ messages, statuses) reach the store and the outbox through the real webhook rece
 (the emulator's) for all, so a test moves time past the 24-hour window for everything at once.
 
 Shared by tests/integration/test_admin_api.py (through `httpx.ASGITransport`) and the MCP tests
-(the same app served on loopback). `GET /api/status` reports the store, the outbox and, given an
+(the same app served on loopback). `numbers` serves several business numbers, each with its own
+`Outbox` (`Admin.outboxes`; `Admin.outbox` is the first's). `GET /api/status` reports the store,
+the outboxes and, given an
 `inbox` (a real Valkey), its partitions; with an inbox the inbound account
 (`GET /api/inbound/unresolved`) and quarantine replays are mounted too.
 """
@@ -12,8 +14,9 @@ Shared by tests/integration/test_admin_api.py (through `httpx.ASGITransport`) an
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,6 +62,7 @@ class Admin:
     control: httpx.AsyncClient  # the emulator's control API
     clock: SystemClock
     inbox: Inbox | None = None
+    outboxes: dict[str, Outbox] | None = None  # by business number; None: only `outbox`
 
     async def user_says(self, user: str, text: str = "hi", **extra: Any) -> str:
         """A user writes (opening the window); returns once the store has the message."""
@@ -74,7 +78,8 @@ class Admin:
         """Until the outbox and the emulator's webhooks have nothing left to do, twice in a row."""
 
         async def busy() -> int:
-            return self.outbox.in_flight() + self.emulator.delivery.pending
+            outboxes = (self.outboxes or {PNID: self.outbox}).values()
+            return sum(o.in_flight() for o in outboxes) + self.emulator.delivery.pending
 
         await until_calm(busy, lambda count: count == 0, within_s=within_s)
 
@@ -102,17 +107,19 @@ class Admin:
 
 
 @asynccontextmanager
-async def admin_stack(tmp_path: Path, inbox: Inbox | None = None) -> AsyncIterator[Admin]:
+async def admin_stack(
+    tmp_path: Path, inbox: Inbox | None = None, numbers: Sequence[str] = (PNID,)
+) -> AsyncIterator[Admin]:
     """The whole deployment, torn down on exit (statuses still in flight go nowhere)."""
     clock = SystemClock()
-    outboxes: list[Outbox] = []
+    outboxes: dict[str, Outbox] = {}
 
     async def on_events(events: list[Event]) -> None:
         for event in events:
             if isinstance(event, MessageEvent):
                 await store.record_inbound(event)
-            elif isinstance(event, StatusEvent) and outboxes:
-                await outboxes[0].apply_status(event)
+            elif isinstance(event, StatusEvent) and event.phone_number_id in outboxes:
+                await outboxes[event.phone_number_id].apply_status(event)
 
     async with Store(tmp_path / "admin.duckdb", now=clock.now) as store:
         receiver = create_webhook_receiver(app_secret=SECRET, verify_token="v", on_events=on_events)
@@ -120,6 +127,7 @@ async def admin_stack(tmp_path: Path, inbox: Inbox | None = None) -> AsyncIterat
         config = EmulatorConfig(
             app_secret=SECRET,
             access_token=GRAPH_TOKEN,
+            phone_numbers=tuple(numbers),
             webhook_url="http://bot/webhook",
             status_delays=StatusDelays(sent=0.0, delivered=0.01, read=0.02),
         )
@@ -137,26 +145,30 @@ async def admin_stack(tmp_path: Path, inbox: Inbox | None = None) -> AsyncIterat
                 record = await store.get_chat(chat)
                 return record.last_inbound_at if record else None
 
-            graph = GraphClient(control, GRAPH_TOKEN, PNID, base_url="http://emulator")
-            outbox = Outbox(
-                PNID,
-                graph,
-                store,
-                retry=RetryPolicy(max_attempts=2, base_s=0.01, max_delay_s=0.02),
-                now=clock.now,
-                window_lookup=window,
-                ambiguous_grace_s=0.2,
-                grace_poll_s=0.02,
-            )
-            outboxes.append(outbox)
+            for number in numbers:
+                outboxes[number] = Outbox(
+                    number,
+                    GraphClient(control, GRAPH_TOKEN, number, base_url="http://emulator"),
+                    store,
+                    retry=RetryPolicy(max_attempts=2, base_s=0.01, max_delay_s=0.02),
+                    now=clock.now,
+                    window_lookup=window,
+                    ambiguous_grace_s=0.2,
+                    grace_poll_s=0.02,
+                )
+            outbox = outboxes[numbers[0]]
 
-            async def outbox_status() -> OutboxStatus:
-                return outbox.status()
+            def outbox_status(number: str) -> Callable[[], Awaitable[OutboxStatus]]:
+                async def status() -> OutboxStatus:
+                    return outboxes[number].status()
+
+                return status
 
             sources = StatusSources(
                 partitions=inbox.partitions if inbox is not None else 0,
                 backlog=inbox.backlog if inbox is not None else None,
-                outboxes={PNID: outbox_status},
+                persistence=inbox.persistence if inbox is not None else None,
+                outboxes={number: outbox_status(number) for number in numbers},
                 store=store.status_counts,
                 now=clock.now,
             )
@@ -169,8 +181,8 @@ async def admin_stack(tmp_path: Path, inbox: Inbox | None = None) -> AsyncIterat
                 create_admin_router(
                     admin_token=ADMIN_TOKEN,
                     store=store,
-                    outbox_for={PNID: outbox}.__getitem__,
-                    phone_number_ids=[PNID],
+                    outbox_for=outboxes.__getitem__,
+                    phone_number_ids=list(numbers),
                     status=status,
                     inbox=inbox,
                     now=clock.now,
@@ -178,14 +190,19 @@ async def admin_stack(tmp_path: Path, inbox: Inbox | None = None) -> AsyncIterat
             )
             transport = httpx.ASGITransport(app)
             async with (
-                outbox,
+                contextlib.AsyncExitStack() as opened,
                 httpx.AsyncClient(
                     transport=transport, base_url="http://admin", headers=AUTH
                 ) as api,
                 httpx.AsyncClient(transport=transport, base_url="http://admin") as anon,
             ):
+                for each in outboxes.values():
+                    await opened.enter_async_context(each)
                 try:
-                    yield Admin(api, anon, app, store, outbox, emulator, control, clock, inbox)
+                    yield Admin(
+                        api, anon, app, store, outbox, emulator, control, clock, inbox,
+                        dict(outboxes),
+                    )  # fmt: skip
                 finally:
                     outboxes.clear()  # statuses still in flight go nowhere
                     await emulator.settle(max_wait=5)

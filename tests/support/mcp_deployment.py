@@ -3,14 +3,14 @@ stand-in jobs API, served on loopback, and the environment a stdio or HTTP serve
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from mcp.client.stdio import get_default_environment
 
-from tests.support.admin_stack import ADMIN_TOKEN, Admin, admin_stack
+from tests.support.admin_stack import ADMIN_TOKEN, PNID, Admin, admin_stack
 from tests.support.fake_jobs_api import FakeJobsApi
 from tests.support.loop_server import serve_in_loop
 
@@ -24,8 +24,11 @@ class Deployment:
 
 
 @asynccontextmanager
-async def mcp_deployment(tmp_path: Path) -> AsyncIterator[Deployment]:
-    async with admin_stack(tmp_path) as admin:
+async def mcp_deployment(
+    tmp_path: Path, numbers: Sequence[str] = (PNID,)
+) -> AsyncIterator[Deployment]:
+    """`numbers`: the business numbers the deployment serves (the first is the default)."""
+    async with admin_stack(tmp_path, numbers=numbers) as admin:
         jobs = FakeJobsApi(ADMIN_TOKEN)
         admin.app.include_router(jobs.router())
         async with serve_in_loop(admin.app) as url:

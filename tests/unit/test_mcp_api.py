@@ -172,3 +172,35 @@ def test_tool_errors_quote_the_api_and_say_what_to_do() -> None:
     unreachable = str(tool_error(ApiUnreachable("cannot reach whatsray at http://x.")))
     assert unreachable.startswith("cannot reach") and "Nothing was done" in unreachable
     assert "Nothing was sent" in str(tool_error(ValueError("job_id must not be empty")))
+
+
+async def test_the_business_number_is_sent_only_when_given() -> None:
+    seen: list[httpx.Request] = []
+    async with api_answering(lambda r: httpx.Response(200, json={}), seen) as api:
+        await api.send_message("15551230000", "hi")
+        await api.send_message("15551230000", "hi", phone_number_id="1111")
+        await api.list_chats(phone_number_id="1111")
+        await api.search_contacts("ana", phone_number_id="1111")
+    assert [json.loads(r.content) for r in seen[:2]] == [
+        {"to": "15551230000", "text": "hi"},
+        {"to": "15551230000", "text": "hi", "phone_number_id": "1111"},
+    ]
+    assert [r.url.params.get("phone_number_id") for r in seen[2:]] == ["1111", "1111"]
+
+
+async def test_an_unknown_number_keeps_its_field_type_and_gets_the_number_hint() -> None:
+    message = "body field 'phone_number_id': unknown business number '999'; this app sends from 1"
+    detail = [{"loc": ["body", "phone_number_id"], "msg": "...", "type": "unknown_phone_number_id"}]
+    answer = httpx.Response(
+        422, json={"error": "invalid_request", "message": message, "detail": detail}
+    )
+    async with api_answering(lambda r: answer) as api:
+        with pytest.raises(ApiError) as caught:
+            await api.send_message("15551230000", "hi", phone_number_id="999")
+    assert (caught.value.error, caught.value.reason) == (
+        "invalid_request",
+        "unknown_phone_number_id",
+    )
+    text = str(tool_error(caught.value))
+    assert "unknown business number '999'" in text
+    assert "does not send from that business number" in text and "Fix the argument" not in text

@@ -42,6 +42,19 @@ def test_code_a_setting_a_secret_or_a_loaded_file_makes_a_new_release(
     assert release_id(settings, "code") != first
 
 
+def test_a_numbers_own_templates_file_counts_by_content(settings: Settings, tmp_path: Path) -> None:
+    templates = tmp_path / "templates-shop2.yaml"
+    templates.write_text("templates: []\n")
+    numbers = load_settings(
+        **_overrides(settings),
+        phone_number_ids=["1111"],
+        numbers={"1111": {"templates_file": str(templates)}},
+    )
+    first = release_id(numbers, "code")
+    templates.write_text("templates: [] # edited\n")
+    assert release_id(numbers, "code") != first
+
+
 def test_a_release_reveals_no_secret(settings: Settings) -> None:
     secret = "s3cr3t-token-value"
     with_secret = load_settings(**{**_overrides(settings), "access_token": secret})

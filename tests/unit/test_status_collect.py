@@ -9,7 +9,7 @@ from typing import TypeVar
 
 from whatsray.admin.status import StatusSources, collect_status
 from whatsray.agents.backpressure import AgentLoad
-from whatsray.inbox import PartitionBacklog
+from whatsray.inbox import InboxUnavailable, PartitionBacklog, RedisPersistence
 from whatsray.llm import EngineLoad
 from whatsray.outbox.snapshot import OutboxStatus
 from whatsray.scheduling.models import NextRun
@@ -169,3 +169,18 @@ async def test_parts_the_app_does_not_have_are_null_without_being_unavailable() 
     assert status.unavailable == []
     assert status.partitions[0].lag == 1 and status.partitions[0].sessions_active is None
     assert (status.agents, status.outboxes, status.next_runs) == ([], [], None)
+
+
+async def test_the_inbox_persistence_is_shown_and_unavailable_when_redis_does_not_answer() -> None:
+    volatile = RedisPersistence(aof_enabled=False, rdb_save="")
+    shown = await collect_status(sources(persistence=answers(volatile)))
+    assert shown.inbox_persistence is not None
+    assert (shown.inbox_persistence.aof_enabled, shown.inbox_persistence.rdb_save) == (False, "")
+    assert shown.inbox_persistence.warning == volatile.warning is not None
+
+    async def down() -> RedisPersistence:
+        raise InboxUnavailable("inbox unavailable (persistence check): refused")
+
+    missing = await collect_status(sources(persistence=down))
+    assert missing.inbox_persistence is None
+    assert missing.unavailable == ["inbox persistence"]

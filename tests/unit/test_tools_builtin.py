@@ -97,6 +97,8 @@ async def test_a_retried_turn_sends_its_tool_message_once() -> None:
     assert result_of(result.tool_calls[1].result)["repeat"] is True
     # Dispatched both times: the outbox sends an id at most once (and finishes a stuck one).
     assert [i.outbound_id for i in platform.outbox.dispatched] == ["turn-1:tool:0"] * 2
+    # Only the first dispatch is fresh (sent at once); the retry's may have reached Meta already.
+    assert platform.outbox.fresh == [True, False]
 
 
 async def test_send_message_validates_its_target() -> None:
@@ -381,7 +383,7 @@ async def test_a_send_cancelled_between_record_and_dispatch_still_dispatches() -
     class SlowOutbox:
         dispatched: list[str] = []
 
-        async def dispatch(self, items: Sequence[OutboundItem]) -> None:
+        async def dispatch(self, items: Sequence[OutboundItem], fresh: Any = None) -> None:
             await gate.wait()
             self.dispatched.extend(i.outbound_id for i in items)
 

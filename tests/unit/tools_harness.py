@@ -62,9 +62,13 @@ class FakeStore:
 @dataclass
 class FakeOutbox:
     dispatched: list[OutboundItem] = field(default_factory=list)
+    fresh: list[bool | None] = field(default_factory=list)  # per item: recorded just now?
 
-    async def dispatch(self, items: Sequence[OutboundItem]) -> None:
+    async def dispatch(
+        self, items: Sequence[OutboundItem], fresh: Sequence[bool] | None = None
+    ) -> None:
         self.dispatched.extend(items)
+        self.fresh.extend(fresh if fresh is not None else [None] * len(items))
 
 
 @dataclass

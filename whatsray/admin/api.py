@@ -45,6 +45,7 @@ from whatsray.admin.models import (
     SendMessageResponse,
     normalize_user,
 )
+from whatsray.admin.numbers import NumberFilter, served_number
 from whatsray.admin.paging import MAX_OFFSET, MAX_PAGE
 from whatsray.admin.ports import (
     AdminInboxPort,
@@ -163,9 +164,11 @@ class _AdminApi:
             " approved templates may be sent; the user must write first",
         )
 
-    async def _dispatch(self, item: OutboundItem) -> None:
+    async def _dispatch(self, item: OutboundItem, *, fresh: bool = False) -> None:
+        """`fresh`: recorded by this call just now, so the outbox sends it without first
+        waiting its grace for a status (it cannot have been attempted)."""
         try:
-            await self.outbox_for(item.phone_number_id).dispatch([item])
+            await self.outbox_for(item.phone_number_id).dispatch([item], [fresh])
         except Exception:
             # Recorded as pending already: the outbox sends it when it resumes (at its start).
             log.exception("admin send %s recorded; dispatch failed", item.outbound_id)
@@ -197,15 +200,9 @@ class _AdminApi:
     # -- routes ----------------------------------------------------------------------------
 
     async def send_message(self, request: SendMessageRequest) -> SendMessageResponse:
-        given = request.phone_number_id
+        loc = ("body", "phone_number_id")
+        given = served_number(self.numbers, request.phone_number_id, loc, verb="sends from")
         number = self.numbers[0] if given is None else given
-        if number not in self.numbers:
-            raise AdminProblem.invalid(
-                ("body", "phone_number_id"),
-                f"unknown business number {number[:64]!r}; this app sends from"
-                f" {', '.join(self.numbers)}",
-                "unknown_phone_number_id",
-            )
         chat = await self._find_chat(ChatKey(phone_number_id=number, user=request.to))
         key = (
             ChatKey.parse(chat.chat)
@@ -238,7 +235,7 @@ class _AdminApi:
             if existing is None:  # pragma: no cover (recorded, so it is there)
                 raise RuntimeError(f"outbound {outbound_id} vanished")
             return await self._repeated(existing, key, request.text)
-        await self._dispatch(item)
+        await self._dispatch(item, fresh=True)
         return SendMessageResponse(
             outbound_id=outbound_id,
             status="pending",
@@ -307,9 +304,12 @@ class _AdminApi:
         return await self._set_handoff(chat, False)
 
     async def list_handoffs(
-        self, limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100
+        self,
+        limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
+        phone_number_id: NumberFilter = None,
     ) -> HandoffChatsOut:
-        rows = await self.store.handoff_chats(limit=limit)
+        number = served_number(self.numbers, phone_number_id, ("query", "phone_number_id"))
+        rows = await self.store.handoff_chats(number, limit=limit)
         now = self.now()
         return HandoffChatsOut(chats=[ChatOut.from_record(row, now) for row in rows])
 
@@ -317,8 +317,10 @@ class _AdminApi:
         self,
         limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
         offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
+        phone_number_id: NumberFilter = None,
     ) -> ChatsPage:
-        rows = await self.store.list_chats(limit + 1, offset)
+        number = served_number(self.numbers, phone_number_id, ("query", "phone_number_id"))
+        rows = await self.store.list_chats(limit + 1, offset, phone_number_id=number)
         now = self.now()
         return ChatsPage(
             chats=[ChatOut.from_record(row, now) for row in rows[:limit]],
@@ -338,10 +340,12 @@ class _AdminApi:
             ),
         ],
         limit: Annotated[int, Query(ge=1, le=CONTACT_PAGE)] = 20,
+        phone_number_id: NumberFilter = None,
     ) -> ContactsPage:
         if not q.strip():
             raise AdminProblem.invalid(("query", "q"), "must not be only spaces", "blank_query")
-        rows = await self.store.search_contacts(q, limit)
+        number = served_number(self.numbers, phone_number_id, ("query", "phone_number_id"))
+        rows = await self.store.search_contacts(q, limit, phone_number_id=number)
         return ContactsPage(q=q, contacts=[ContactOut.from_record(row) for row in rows])
 
     async def list_dead_letters(
@@ -351,8 +355,12 @@ class _AdminApi:
         include_replayed: Annotated[
             bool, Query(description="Also list dead letters already replayed.")
         ] = False,
+        phone_number_id: NumberFilter = None,
     ) -> DeadLettersPage:
-        fetched = await self.store.list_dead_letters(limit + 1, include_replayed, offset)
+        number = served_number(self.numbers, phone_number_id, ("query", "phone_number_id"))
+        fetched = await self.store.list_dead_letters(
+            limit + 1, include_replayed, offset, phone_number_id=number
+        )
         letters = fetched[:limit]
         messages = await asyncio.gather(
             *(self.store.get_outbound(letter.outbound_id) for letter in letters)
@@ -548,8 +556,13 @@ def create_admin_router(
     if status is not None:
         snapshot = status
 
-        async def platform_status() -> StatusOut:
-            return await snapshot()
+        async def platform_status(phone_number_id: NumberFilter = None) -> StatusOut:
+            number = served_number(numbers, phone_number_id, ("query", "phone_number_id"))
+            taken = await snapshot()
+            if number is None:
+                return taken
+            mine = [o for o in taken.outboxes if o.phone_number_id == number]
+            return taken.model_copy(update={"outboxes": mine})
 
         router.add_api_route(
             "/status",

@@ -32,13 +32,17 @@ __all__ = [
 class AdminStorePort(Protocol):
     async def get_chat(self, chat: ChatKey | str) -> ChatRecord | None: ...
 
-    async def list_chats(self, limit: int = 50, offset: int = 0) -> list[ChatRecord]: ...
+    async def list_chats(
+        self, limit: int = 50, offset: int = 0, *, phone_number_id: str | None = None
+    ) -> list[ChatRecord]: ...
 
     async def get_messages(
         self, chat: ChatKey | str, limit: int = 50, before: int | None = None
     ) -> list[MessageRecord]: ...
 
-    async def search_contacts(self, q: str, limit: int = 20) -> list[Contact]: ...
+    async def search_contacts(
+        self, q: str, limit: int = 20, *, phone_number_id: str | None = None
+    ) -> list[Contact]: ...
 
     async def get_outbound(self, outbound_id: str) -> OutboundRecord | None: ...
 
@@ -47,7 +51,12 @@ class AdminStorePort(Protocol):
     async def get_dead_letter(self, dead_letter_id: str) -> DeadLetter | None: ...
 
     async def list_dead_letters(
-        self, limit: int = 50, include_replayed: bool = False, offset: int = 0
+        self,
+        limit: int = 50,
+        include_replayed: bool = False,
+        offset: int = 0,
+        *,
+        phone_number_id: str | None = None,
     ) -> list[DeadLetter]: ...
 
     async def handoff_chats(
@@ -90,7 +99,11 @@ class AdminInboxPort(Protocol):
 class AdminOutboxPort(Protocol):
     """One business number's outbox."""
 
-    async def dispatch(self, items: Sequence[OutboundItem]) -> None: ...
+    async def dispatch(
+        self, items: Sequence[OutboundItem], fresh: Sequence[bool] | None = None
+    ) -> None:
+        """Send items already recorded; `fresh[i]`: item i was recorded just now and never
+        handed over, so the outbox sends it without the grace wait for a status."""
 
     async def replay_dead_letter(self, dead_letter_id: str) -> OutboundRecord: ...
 

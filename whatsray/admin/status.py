@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 from whatsray.admin.status_models import (
     AgentStatusOut,
+    InboxPersistenceOut,
     NextRunOut,
     OutboxStatusOut,
     PartitionStatusOut,
@@ -26,6 +27,7 @@ from whatsray.admin.status_models import (
 
 if TYPE_CHECKING:
     from whatsray.agents.backpressure import AgentLoad
+    from whatsray.inbox.persistence import RedisPersistence
     from whatsray.inbox.values import PartitionBacklog
     from whatsray.outbox.snapshot import OutboxStatus
     from whatsray.scheduling.models import NextRun
@@ -53,6 +55,7 @@ class StatusSources:
     outboxes: Mapping[str, Callable[[], Awaitable[OutboxStatus]]] = field(default_factory=dict)
     store: Callable[[], Awaitable[StatusCounts]] | None = None
     next_runs: Callable[[], Awaitable[Sequence[NextRun]]] | None = None
+    persistence: Callable[[], Awaitable[RedisPersistence]] | None = None  # `Inbox.persistence`
     timeout_s: float = DEFAULT_TIMEOUT_S
     now: Callable[[], float] = time.time
 
@@ -86,13 +89,16 @@ async def collect_status(sources: StatusSources) -> StatusOut:
         inbox = sources.backlog
         return None if inbox is None else lambda: inbox(p)
 
-    backlogs, sessions, loads, queues, counts, runs = await asyncio.gather(
+    parts = asyncio.gather(
         asyncio.gather(*(ask(f"inbox {p}", backlog(p)) for p in partitions)),
         asyncio.gather(*(ask(f"session_host {p}", sources.sessions.get(p)) for p in partitions)),
         asyncio.gather(*(ask(f"agent {name}", sources.agents[name]) for name in agents)),
         asyncio.gather(*(ask(f"outbox {pnid}", sources.outboxes[pnid]) for pnid in outboxes)),
         ask("store", sources.store),
         ask("scheduler", sources.next_runs),
+    )
+    (backlogs, sessions, loads, queues, counts, runs), persistence = await asyncio.gather(
+        parts, ask("inbox persistence", sources.persistence)
     )
     names = [
         *(f"inbox {p}" for p in partitions),
@@ -101,6 +107,7 @@ async def collect_status(sources: StatusSources) -> StatusOut:
         *(f"outbox {pnid}" for pnid in outboxes),
         "store",
         "scheduler",
+        "inbox persistence",
     ]
     return StatusOut(
         taken_at=sources.now(),
@@ -112,6 +119,7 @@ async def collect_status(sources: StatusSources) -> StatusOut:
         dead_letters=None if counts is None else counts.dead_letters,
         handoffs=None if counts is None else counts.handoffs,
         next_runs=None if runs is None else [NextRunOut(**r.model_dump()) for r in runs],
+        inbox_persistence=_persistence(persistence),
         unavailable=[name for name in names if name in ask.failed],
     )
 
@@ -157,4 +165,14 @@ def _outbox(phone_number_id: str, status: OutboxStatus | None) -> OutboxStatusOu
         tokens_available=round(status.tokens_available, 2),
         pair_buckets=status.pair_buckets,
         waiting_sends=status.waiting_sends,
+    )
+
+
+def _persistence(persistence: RedisPersistence | None) -> InboxPersistenceOut | None:
+    if persistence is None:
+        return None
+    return InboxPersistenceOut(
+        aof_enabled=persistence.aof_enabled,
+        rdb_save=persistence.rdb_save,
+        warning=persistence.warning,
     )

@@ -13,6 +13,7 @@ from whatsray.admin.models import _Body
 
 __all__ = [
     "AgentStatusOut",
+    "InboxPersistenceOut",
     "NextRunOut",
     "OutboxStatusOut",
     "PartitionStatusOut",
@@ -66,6 +67,16 @@ class NextRunOut(_Body):
     at: float = Field(description="When the job's timer fires next.")
 
 
+class InboxPersistenceOut(_Body):
+    aof_enabled: bool = Field(description="The inbox's Redis has its append-only file on.")
+    rdb_save: str | None = Field(
+        description='Its RDB snapshot schedule ("": none); null: unknown (CONFIG GET refused).'
+    )
+    warning: str | None = Field(
+        description="What a Redis restart would lose; null when the append-only file is on."
+    )
+
+
 class StatusOut(_Body):
     taken_at: float
     partitions: list[PartitionStatusOut]
@@ -74,6 +85,9 @@ class StatusOut(_Body):
     dead_letters: int | None = Field(description="Dead letters not replayed yet.")
     handoffs: int | None = Field(description="Chats handed to a person now.")
     next_runs: list[NextRunOut] | None = Field(description="Soonest first; null: unavailable.")
+    inbox_persistence: InboxPersistenceOut | None = Field(
+        None, description="Whether the inbox survives a Redis restart; null: unavailable."
+    )
     unavailable: list[str] = Field(
         description='Parts that did not answer in time: "inbox 0", "session_host 1", "store"...'
     )

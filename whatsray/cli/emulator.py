@@ -52,14 +52,20 @@ def add_emulator_commands(subparsers: Any) -> None:
     parser.add_argument(
         "--phone-number-id",
         action="append",
-        metavar="ID[:DISPLAY_NUMBER]",
-        help="a business number to serve (repeatable; default: 106540352242922:15550783881)",
+        metavar="ID[:DISPLAY_NUMBER[:MPS]]",
+        help="a business number to serve, with its own throughput if MPS is given (repeatable;"
+        " default: 106540352242922:15550783881)",
     )
     parser.add_argument("--window-failure-mode", choices=("sync", "async"), default="sync")
     parser.add_argument(
         "--no-window-enforcement", action="store_true", help="allow free-form sends at any time"
     )
-    parser.add_argument("--throughput-mps", type=float, default=80.0, help="default: 80")
+    parser.add_argument(
+        "--throughput-mps",
+        type=float,
+        default=80.0,
+        help="of a number without its own; default: 80",
+    )
     parser.add_argument("--pair-burst", type=int, default=45, help="default: 45")
     parser.add_argument("--pair-refill-seconds", type=float, default=6.0, help="default: 6")
     parser.add_argument(
@@ -132,7 +138,8 @@ def config_from_args(args: argparse.Namespace) -> tuple[EmulatorConfig, dict[str
 def banner(config: EmulatorConfig, host: str, port: int, sources: dict[str, str]) -> str:
     url = f"http://{host}:{port}"
     numbers = "\n".join(
-        f"  phone number id   {n.id}  (display {n.display_phone_number}, WABA {n.waba_id})"
+        f"  phone number id   {n.id}  (display {n.display_phone_number}, WABA {n.waba_id},"
+        f" {config.throughput_of(n.id):g} msg/s)"
         for n in config.phone_numbers
     )
     control = f"{url}/emulator"

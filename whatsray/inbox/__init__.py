@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from whatsray.inbox.embedded import EmbeddedValkey
 from whatsray.inbox.partitioning import NO_CHAT_PARTITION, partition_for, partition_of_event
+from whatsray.inbox.persistence import RedisPersistence, read_persistence
 from whatsray.inbox.streams import (
     DEFAULT_GROUP,
     DEFAULT_STREAM_PREFIX,
@@ -42,7 +43,9 @@ __all__ = [
     "InboxLayoutMismatch",
     "InboxUnavailable",
     "PartitionBacklog",
+    "RedisPersistence",
     "UnresolvedEntry",
     "partition_for",
     "partition_of_event",
+    "read_persistence",
 ]

@@ -25,6 +25,7 @@ from whatsray.inbox.account_scripts import REPLAY_SCRIPT, REPLAY_SCRIPT_SHA
 from whatsray.inbox.append_script import APPEND_SCRIPT, APPEND_SCRIPT_SHA
 from whatsray.inbox.entries import EVENTS, decode_entry, stream_entries, text_of
 from whatsray.inbox.partitioning import partition_of_event
+from whatsray.inbox.persistence import RedisPersistence, read_persistence
 from whatsray.inbox.redis_errors import translated_errors
 from whatsray.inbox.values import (
     AppendOutcome,
@@ -327,6 +328,10 @@ class Inbox(InboxAccount):
             return bool(await self._redis.ping())
         except (RedisError, OSError):
             return False
+
+    async def persistence(self) -> RedisPersistence:
+        """Whether Redis keeps acknowledged appends across a restart (`persistence.py`)."""
+        return await read_persistence(self._redis)
 
     async def pending_count(self, partition: int) -> int:
         """Entries delivered to the group and not acked yet (0 when the group does not exist)."""

@@ -36,11 +36,14 @@ class ApiError(Exception):
         method: str,
         path: str,
         retry_after: str | None = None,
+        reason: str | None = None,
     ) -> None:
         super().__init__(f"{method} {path}: HTTP {status} {error}: {message}")
         self.status = status
         self.error = error  # the ErrorBody's `error` code, e.g. "outside_window"
         self.message = message  # the ErrorBody's one sentence naming the problem
+        # For an invalid request, its first field's type, e.g. "unknown_phone_number_id".
+        self.reason = reason
         self.method = method
         self.path = path
         self.retry_after = retry_after
@@ -73,21 +76,23 @@ def _job_path(job_id: str, action: str = "") -> str:
     return f"/api/jobs/{_segment(job_id, 'job_id')}{action}"
 
 
-def _error_of(response: httpx.Response) -> tuple[str, str]:
-    """(error, message) from the API's `ErrorBody`, or the best we can say without one."""
+def _error_of(response: httpx.Response) -> tuple[str, str, str | None]:
+    """(error, message, reason) from the API's `ErrorBody` (reason: the first failing field's
+    type), or the best we can say without one."""
     try:
         body = response.json()
     except ValueError:
         body = None
     if isinstance(body, dict):
-        error, message = body.get("error"), body.get("message")
+        error, message, detail = body.get("error"), body.get("message"), body.get("detail")
         if isinstance(error, str) and isinstance(message, str):
-            return error, message
-        detail = body.get("detail")  # a plain FastAPI error (a route outside the admin guard)
-        if isinstance(detail, str):
-            return response.reason_phrase.lower().replace(" ", "_"), detail
+            first = detail[0] if isinstance(detail, list) and detail else None
+            reason = first.get("type") if isinstance(first, dict) else None
+            return error, message, reason if isinstance(reason, str) else None
+        if isinstance(detail, str):  # a plain FastAPI error (a route outside the admin guard)
+            return response.reason_phrase.lower().replace(" ", "_"), detail, None
     text = response.text.strip()[:300] or response.reason_phrase
-    return f"http_{response.status_code}", text
+    return f"http_{response.status_code}", text, None
 
 
 class WhatsrayApi:
@@ -156,7 +161,7 @@ class WhatsrayApi:
                 " is it running, and is the API URL right?"
             ) from None
         if response.status_code >= 400:
-            error, message = _error_of(response)
+            error, message, reason = _error_of(response)
             raise ApiError(
                 response.status_code,
                 error,
@@ -164,6 +169,7 @@ class WhatsrayApi:
                 method=method,
                 path=path,
                 retry_after=response.headers.get("Retry-After"),
+                reason=reason,
             )
         if not response.content:
             return {}
@@ -182,11 +188,18 @@ class WhatsrayApi:
     # -- the admin API ---------------------------------------------------------------------
 
     async def send_message(
-        self, to: str, text: str, idempotency_key: str | None = None
+        self,
+        to: str,
+        text: str,
+        idempotency_key: str | None = None,
+        phone_number_id: str | None = None,
     ) -> JsonObject:
+        """`phone_number_id`: the business number to send from; None: the deployment's first."""
         body: JsonObject = {"to": to, "text": text}
         if idempotency_key is not None:
             body["idempotency_key"] = idempotency_key
+        if phone_number_id is not None:
+            body["phone_number_id"] = phone_number_id
         return await self.request("POST", "/api/send-message", json=body)
 
     async def get_messages(
@@ -198,11 +211,21 @@ class WhatsrayApi:
         path = "/api/messages/" + _segment(chat, "chat")
         return await self.request("GET", path, params=params)
 
-    async def list_chats(self, limit: int = 50, offset: int = 0) -> JsonObject:
-        return await self.request("GET", "/api/chats", params={"limit": limit, "offset": offset})
+    async def list_chats(
+        self, limit: int = 50, offset: int = 0, phone_number_id: str | None = None
+    ) -> JsonObject:
+        params: dict[str, str | int | bool] = {"limit": limit, "offset": offset}
+        if phone_number_id is not None:
+            params["phone_number_id"] = phone_number_id
+        return await self.request("GET", "/api/chats", params=params)
 
-    async def search_contacts(self, q: str, limit: int = 20) -> JsonObject:
-        return await self.request("GET", "/api/contacts/search", params={"q": q, "limit": limit})
+    async def search_contacts(
+        self, q: str, limit: int = 20, phone_number_id: str | None = None
+    ) -> JsonObject:
+        params: dict[str, str | int | bool] = {"q": q, "limit": limit}
+        if phone_number_id is not None:
+            params["phone_number_id"] = phone_number_id
+        return await self.request("GET", "/api/contacts/search", params=params)
 
     # -- the jobs API ----------------------------------------------------------------------
 

@@ -49,7 +49,9 @@ message (whatsapp_get_chats shows window_open). Outside it whatsapp_send_message
 409 outside_window and nothing is sent: do not retry; the user has to write first.
 A tool error quotes whatsray's answer (HTTP status, error code, message); nothing was changed."""
 
-# What each error code or status means for the caller, appended to the API's own message.
+_NOT_SERVED = "This deployment does not send from that business number."
+# What each error code or status means for the caller, appended to the API's own message
+# (looked up by the field's type of an invalid request first, then by the error code).
 _BY_ERROR = {
     "outside_window": (
         "Nothing was sent. Do not retry: WhatsApp accepts free text only within 24 hours of"
@@ -59,7 +61,10 @@ _BY_ERROR = {
         "Nothing was sent. Use a new idempotency_key for a different message, or the same"
         " key with the same text and user to get the first message back."
     ),
-    "number_not_configured": "This deployment does not send from that business number.",
+    "number_not_configured": _NOT_SERVED,
+    # An unknown phone_number_id (a 422 whose field type says so): the same advice.
+    "unknown_phone_number_id": _NOT_SERVED
+    + " Leave phone_number_id out for the default number, or use one the message lists.",
 }
 _BY_STATUS = {
     401: (
@@ -88,7 +93,8 @@ def tool_error(exc: ApiError | ApiUnreachable | ValueError) -> ToolError:
         return ToolError(f"{exc} Nothing was done; try again once whatsray is reachable.")
     if isinstance(exc, ValueError):
         return ToolError(f"invalid arguments: {exc}. Nothing was sent to whatsray.")
-    hint = _BY_ERROR.get(exc.error) or _BY_STATUS.get(exc.status, "")
+    by_error = _BY_ERROR.get(exc.reason or "") or _BY_ERROR.get(exc.error)
+    hint = by_error or _BY_STATUS.get(exc.status, "")
     if exc.status == 429:
         wait = f" {exc.retry_after} s" if exc.retry_after else " a while"
         hint = f"Rate limited: nothing was done; wait{wait} and try again."
@@ -129,6 +135,20 @@ Chat = Annotated[
     ),
 ]
 JobId = Annotated[str, Field(description="The job's id, as cronjob_create or cronjob_list give.")]
+SendingNumber = Annotated[
+    str | None,
+    Field(
+        description="The business number to send from: its phone number id, as a chat key"
+        " starts with it ('106540352242922'). Default: the deployment's first number."
+    ),
+]
+NumberFilter = Annotated[
+    str | None,
+    Field(
+        description="Only this business number's (its phone number id, as a chat key starts"
+        " with it). Default: every number's."
+    ),
+]
 Payload = Annotated[
     str | dict[str, Any],
     Field(
@@ -178,8 +198,9 @@ class _Tools:
                 " The same key again returns the first call's message and sends nothing."
             ),
         ] = None,
+        phone_number_id: SendingNumber = None,
     ) -> JsonObject:
-        return await _call(self.api.send_message(to, text, idempotency_key))
+        return await _call(self.api.send_message(to, text, idempotency_key, phone_number_id))
 
     async def get_messages(
         self,
@@ -198,8 +219,9 @@ class _Tools:
         offset: Annotated[
             int, Field(description="Where the page starts: the next_offset of the previous page.")
         ] = 0,
+        phone_number_id: NumberFilter = None,
     ) -> JsonObject:
-        return await _call(self.api.list_chats(limit, offset))
+        return await _call(self.api.list_chats(limit, offset, phone_number_id))
 
     async def search_contacts(
         self,
@@ -211,8 +233,9 @@ class _Tools:
             ),
         ],
         limit: Annotated[int, Field(description="At most this many contacts, 1 to 100.")] = 20,
+        phone_number_id: NumberFilter = None,
     ) -> JsonObject:
-        return await _call(self.api.search_contacts(q, limit))
+        return await _call(self.api.search_contacts(q, limit, phone_number_id))
 
     async def cronjob_create(
         self,
@@ -322,7 +345,9 @@ DESCRIPTIONS = {
         " Follow its status (sent, delivered, read, or dead) with whatsapp_get_messages."
         " Pass an idempotency_key whenever you might retry: the same key returns the first"
         " message (created false) instead of sending twice; the key with another text or user"
-        " is a 409 idempotency_conflict." + _ERRORS
+        " is a 409 idempotency_conflict. A deployment with several business numbers sends from"
+        " the first unless phone_number_id names another; reply to a chat from the number its"
+        " key starts with." + _ERRORS
     ),
     "whatsapp_get_messages": (
         "Read one chat's messages, both directions, oldest first, a page at a time starting"

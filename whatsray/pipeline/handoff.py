@@ -279,8 +279,9 @@ class HandoffDesk:
             created_at=self._now(),
             purpose=purpose,
         )
-        await self._store.record_outbound(item)
-        await self._outbox_for(to.phone_number_id).dispatch([item])
+        new = await self._store.record_outbound(item)
+        # Fresh when recorded just now: sent at once (an older record waits the grace first).
+        await self._outbox_for(to.phone_number_id).dispatch([item], fresh=[new])
 
 
 def _label(chat: ChatKey, contact: Contact | None, event: MessageEvent) -> str:

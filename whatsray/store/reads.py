@@ -126,13 +126,16 @@ def get_chat(cur: DuckDBPyConnection, chat: str) -> ChatRecord | None:
     return ChatRecord(**row) if row is not None else None
 
 
-def list_chats(cur: DuckDBPyConnection, limit: int, offset: int) -> list[ChatRecord]:
-    """Most recently active first."""
+def list_chats(
+    cur: DuckDBPyConnection, limit: int, offset: int, phone_number_id: str | None = None
+) -> list[ChatRecord]:
+    """Most recently active first; only one business number's when given."""
     rows = _rows(
         cur,
         f"SELECT {_CHAT_COLUMNS} FROM chats"  # noqa: S608
+        " WHERE (?::VARCHAR IS NULL OR phone_number_id = ?)"
         " ORDER BY updated_at DESC, chat LIMIT ? OFFSET ?",
-        [limit, offset],
+        [phone_number_id, phone_number_id, limit, offset],
     )
     return [ChatRecord(**row) for row in rows]
 
@@ -142,21 +145,25 @@ def get_contact(cur: DuckDBPyConnection, chat: str) -> Contact | None:
     return Contact(**row) if row is not None else None
 
 
-def search_contacts(cur: DuckDBPyConnection, query: str, limit: int) -> list[Contact]:
+def search_contacts(
+    cur: DuckDBPyConnection, query: str, limit: int, phone_number_id: str | None = None
+) -> list[Contact]:
     """Name, phone, BSUID or chat containing `query`, case-insensitive; a phone number also
-    matches whatever its punctuation (`+1 650-555` finds `16505551234`). Latest seen first."""
+    matches whatever its punctuation (`+1 650-555` finds `16505551234`). Latest seen first;
+    only one business number's contacts when given."""
     needle = query.strip().lower()
     digits = digits_only(needle)
     rows = _rows(
         cur,
         f"SELECT {_CONTACT_COLUMNS} FROM contacts WHERE"  # noqa: S608
+        " (?::VARCHAR IS NULL OR phone_number_id = ?) AND ("
         " contains(lower(coalesce(profile_name, '')), ?)"
         " OR contains(lower(coalesce(bsuid, '')), ?)"
         " OR contains(lower(chat), ?)"
         " OR contains(coalesce(phone, ''), ?)"
-        " OR (? <> '' AND contains(regexp_replace(coalesce(phone, ''), '[^0-9]', '', 'g'), ?))"
+        " OR (? <> '' AND contains(regexp_replace(coalesce(phone, ''), '[^0-9]', '', 'g'), ?)))"
         " ORDER BY last_seen DESC, chat LIMIT ?",
-        [needle, needle, needle, needle, digits, digits, limit],
+        [phone_number_id, phone_number_id, needle, needle, needle, needle, digits, digits, limit],
     )
     return [Contact(**row) for row in rows]
 
@@ -216,14 +223,20 @@ def get_dead_letter(cur: DuckDBPyConnection, dead_letter_id: str) -> DeadLetter 
 
 
 def list_dead_letters(
-    cur: DuckDBPyConnection, limit: int, offset: int, include_replayed: bool
+    cur: DuckDBPyConnection,
+    limit: int,
+    offset: int,
+    include_replayed: bool,
+    phone_number_id: str | None = None,
 ) -> list[DeadLetter]:
-    """Newest first."""
+    """Newest first; only one business number's when given (a chat key starts with it)."""
     rows = _rows(
         cur,
         f"SELECT {_DEAD_LETTER_COLUMNS} FROM dead_letters"  # noqa: S608
-        " WHERE ? OR replayed_at IS NULL ORDER BY created_at DESC, id LIMIT ? OFFSET ?",
-        [include_replayed, limit, offset],
+        " WHERE (? OR replayed_at IS NULL)"
+        " AND (?::VARCHAR IS NULL OR starts_with(chat, ? || ':'))"
+        " ORDER BY created_at DESC, id LIMIT ? OFFSET ?",
+        [include_replayed, phone_number_id, phone_number_id, limit, offset],
     )
     return [dead_letter_from_row(row) for row in rows]
 

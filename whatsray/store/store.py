@@ -349,21 +349,26 @@ class Store(JobsMixin, OptInMixin, QuarantineMixin):
         key = chat_string(chat)
         return await self._read(lambda cur: reads.get_chat(cur, key))
 
-    async def list_chats(self, limit: int = 50, offset: int = 0) -> list[ChatRecord]:
-        """Most recently active first."""
+    async def list_chats(
+        self, limit: int = 50, offset: int = 0, *, phone_number_id: str | None = None
+    ) -> list[ChatRecord]:
+        """Most recently active first; only that business number's when given."""
         check_limit(limit, offset)
-        return await self._read(lambda cur: reads.list_chats(cur, limit, offset))
+        return await self._read(lambda cur: reads.list_chats(cur, limit, offset, phone_number_id))
 
     async def get_contact(self, chat: ChatKey | str) -> Contact | None:
         key = chat_string(chat)
         return await self._read(lambda cur: reads.get_contact(cur, key))
 
-    async def search_contacts(self, q: str, limit: int = 20) -> list[Contact]:
-        """Contacts whose name, number, BSUID or chat contains `q` (case-insensitive)."""
+    async def search_contacts(
+        self, q: str, limit: int = 20, *, phone_number_id: str | None = None
+    ) -> list[Contact]:
+        """Contacts whose name, number, BSUID or chat contains `q` (case-insensitive); only
+        that business number's when given."""
         check_limit(limit)
         if not q.strip():
             return []
-        return await self._read(lambda cur: reads.search_contacts(cur, q, limit))
+        return await self._read(lambda cur: reads.search_contacts(cur, q, limit, phone_number_id))
 
     async def get_turn(self, turn_id: str) -> TurnRecord | None:
         return await self._read(lambda cur: reads.get_turn(cur, turn_id))
@@ -415,12 +420,20 @@ class Store(JobsMixin, OptInMixin, QuarantineMixin):
         return await self._read(lambda cur: reads.get_dead_letter(cur, dead_letter_id))
 
     async def list_dead_letters(
-        self, limit: int = 50, include_replayed: bool = False, offset: int = 0
+        self,
+        limit: int = 50,
+        include_replayed: bool = False,
+        offset: int = 0,
+        *,
+        phone_number_id: str | None = None,
     ) -> list[DeadLetter]:
-        """Newest first; replayed ones only when asked."""
+        """Newest first; replayed ones only when asked; only that business number's when
+        given."""
         check_limit(limit, offset)
         return await self._read(
-            lambda cur: reads.list_dead_letters(cur, limit, offset, include_replayed)
+            lambda cur: reads.list_dead_letters(
+                cur, limit, offset, include_replayed, phone_number_id
+            )
         )
 
     async def mark_dead_letter_replayed(

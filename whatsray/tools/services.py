@@ -50,7 +50,9 @@ class OptInStore(Protocol):
 
 
 class ToolOutbox(Protocol):
-    async def dispatch(self, items: Sequence[OutboundItem]) -> None: ...
+    async def dispatch(
+        self, items: Sequence[OutboundItem], fresh: Sequence[bool] | None = None
+    ) -> None: ...
 
 
 class PlatformToolServices:
@@ -110,8 +112,9 @@ class PlatformToolServices:
     async def _record_and_dispatch(self, outbox: ToolOutbox, item: OutboundItem) -> bool:
         new = await self._store.record_outbound(item)
         # Dispatch even when it was recorded before: the outbox skips what it already sent and
-        # sends what an earlier attempt recorded but did not get to send.
-        await outbox.dispatch([item])
+        # sends what an earlier attempt recorded but did not get to send. Only a record made
+        # just now is known never attempted (fresh: sent at once, no grace wait for a status).
+        await outbox.dispatch([item], fresh=[new])
         return new
 
 

@@ -21,16 +21,31 @@ class BusinessNumber(BaseModel):
     display_phone_number: str = DEFAULT_DISPLAY_NUMBER
     waba_id: str = DEFAULT_WABA_ID
     verified_name: str = "whatsray emulator"
+    # This number's own throughput tier (Meta sets it per number); None: the config's.
+    throughput_mps: float | None = Field(default=None, gt=0)
 
     @classmethod
-    def parse(cls, spec: str) -> BusinessNumber:
-        """`ID` or `ID:DISPLAY_NUMBER` (the CLI form). Without a display number, one is derived."""
-        number_id, _, display = spec.partition(":")
+    def parse(cls, spec: str, *, throughput_mps: float | None = None) -> BusinessNumber:
+        """`ID`, `ID:DISPLAY_NUMBER` or `ID:DISPLAY_NUMBER:MPS` (the CLI form; `ID::MPS` keeps
+        the derived display number). Without a display number, one is derived."""
+        number_id, _, rest = spec.partition(":")
+        display, _, mps = rest.partition(":")
         number_id = number_id.strip()
         if not number_id.isdigit():
             raise ValueError(f"phone number id must be digits, got {number_id!r}")
+        if mps.strip():
+            try:
+                throughput_mps = float(mps)
+            except ValueError:
+                raise ValueError(
+                    f"throughput of {number_id} must be messages per second, got {mps!r}"
+                ) from None
         digits = "".join(ch for ch in display if ch.isdigit())
-        return cls(id=number_id, display_phone_number=digits or "1555" + number_id[-7:])
+        return cls(
+            id=number_id,
+            display_phone_number=digits or "1555" + number_id[-7:],
+            throughput_mps=throughput_mps,
+        )
 
 
 class StatusDelays(BaseModel):
@@ -55,7 +70,7 @@ class EmulatorConfig(BaseModel):
     # Base URL written into media download links; None = the URL the request came in on.
     public_url: str | None = None
 
-    # Limits (reference section 7).
+    # Limits (reference section 7). `throughput_mps` is every number's unless it has its own.
     throughput_mps: float = Field(default=80.0, gt=0)
     pair_burst: int = Field(default=45, ge=1)
     pair_refill_seconds: float = Field(default=6.0, gt=0)
@@ -112,6 +127,12 @@ class EmulatorConfig(BaseModel):
             if number.id == phone_number_id:
                 return number
         return None
+
+    def throughput_of(self, phone_number_id: str) -> float:
+        """The messages per second this number may send (its own tier, else the config's)."""
+        number = self.number(phone_number_id)
+        own = number.throughput_mps if number is not None else None
+        return own if own is not None else self.throughput_mps
 
     def backoff(self, attempt: int) -> float:
         """Delay before the retry that follows failed attempt `attempt` (1-based)."""

@@ -24,6 +24,7 @@ from whatsray.whatsapp.emulator.media import DOWNLOAD_PATH
 from whatsray.whatsapp.emulator.meta_errors import GraphResult, graph_error
 
 _VERSION = re.compile(r"v\d+\.\d+")
+_STANDARD_MPS = 80.0
 
 Handler = Callable[[Request, bytes], Awaitable[GraphResult]]
 
@@ -34,6 +35,12 @@ def _unknown_object(verb: str, object_id: str) -> GraphResult:
         f"Unsupported {verb} request. Object with ID '{object_id}' does not exist, cannot be "
         "loaded due to missing permissions, or does not support this operation.",
     )
+
+
+def _level(throughput_mps: float) -> str:
+    """Meta's name for a number's throughput tier: STANDARD is the default 80 msg/s, HIGH the
+    upgrade (up to 1000)."""
+    return "HIGH" if throughput_mps > _STANDARD_MPS else "STANDARD"
 
 
 class GraphApi:
@@ -86,7 +93,8 @@ class GraphApi:
     async def get_object(self, request: Request) -> Response:
         async def handle(request: Request, _: bytes) -> GraphResult:
             object_id = request.path_params["object_id"]
-            number = self._emulator.config.number(object_id)
+            config = self._emulator.config
+            number = config.number(object_id)
             if number is not None:
                 return GraphResult(
                     200,
@@ -95,7 +103,7 @@ class GraphApi:
                         "display_phone_number": number.display_phone_number,
                         "id": number.id,
                         "quality_rating": "GREEN",
-                        "throughput": {"level": "STANDARD"},
+                        "throughput": {"level": _level(config.throughput_of(number.id))},
                     },
                 )
             info = self._emulator.media.info(object_id, str(request.base_url))

@@ -1,6 +1,7 @@
 """Meta's send limits as token buckets on the emulator clock.
 
-- Throughput (130429): one bucket per business number, `throughput_mps` tokens refilled per second.
+- Throughput (130429): one bucket per business number, its own `throughput_mps` tokens refilled
+  per second (Meta gives every number its own tier).
 - Pair rate (131056): one bucket per (business number, recipient), 45 tokens refilling one per 6 s,
   so a burst borrows future quota the way Meta describes. Other recipients are unaffected.
 """
@@ -39,10 +40,11 @@ class SendLimits:
         self,
         now: Callable[[], float],
         *,
-        throughput_mps: float,
+        throughput_mps: Callable[[str], float],
         pair_burst: int,
         pair_refill_seconds: float,
     ) -> None:
+        """`throughput_mps(phone_number_id)`: that number's messages per second."""
         self._now = now
         self._throughput_mps = throughput_mps
         self._pair_burst = pair_burst
@@ -54,7 +56,8 @@ class SendLimits:
         now = self._now()
         bucket = self._throughput.get(phone_number_id)
         if bucket is None:
-            bucket = TokenBucket(self._throughput_mps, self._throughput_mps, now)
+            mps = self._throughput_mps(phone_number_id)
+            bucket = TokenBucket(mps, mps, now)
             self._throughput[phone_number_id] = bucket
         return bucket.try_take(now)
 

@@ -57,7 +57,7 @@ class MessageSender:
         self._webhook_url = webhook_url
         self.limits = SendLimits(
             clock.now,
-            throughput_mps=config.throughput_mps,
+            throughput_mps=config.throughput_of,
             pair_burst=config.pair_burst,
             pair_refill_seconds=config.pair_refill_seconds,
         )
