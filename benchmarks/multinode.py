@@ -36,9 +36,9 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.cost import CostMeter  # noqa: E402
 from benchmarks.end_to_end import AGENTS, Step, bench  # noqa: E402
 from benchmarks.ray_platform import running_platform  # noqa: E402
+from tests.support import ray_cluster  # noqa: E402
 
 HEAD_KINDS = ("store", "outbox", "scheduler", "router", "agent_worker", "ingress")
-MiB = 1024**2
 
 
 def placement(workers: int) -> dict[str, Any]:
@@ -49,17 +49,9 @@ def placement(workers: int) -> dict[str, Any]:
 
 
 def start_cluster(workers: int, node_cpus: float) -> Any:
-    from ray.cluster_utils import Cluster
-
-    common: dict[str, Any] = {"num_cpus": node_cpus, "object_store_memory": 80 * MiB}
-    cluster = Cluster(
-        initialize_head=True,
-        head_node_args={**common, "resources": {"head": 1}, "include_dashboard": False},
-    )
-    for i in range(workers):
-        cluster.add_node(**common, resources={f"w{i}": 1})
-    cluster.wait_for_nodes()
-    return cluster
+    """A head (resource `head`) and `workers` worker nodes (`w0`, `w1`, ...)."""
+    resources = [{f"w{i}": 1.0} for i in range(workers)]
+    return ray_cluster.start_cluster(resources, head_resources={"head": 1}, node_cpus=node_cpus)
 
 
 def where_actors_ran() -> dict[str, list[str]]:
@@ -71,12 +63,8 @@ def where_actors_ran() -> dict[str, list[str]]:
         mine = [r for r in node["Resources"] if r == "head" or r.startswith("w")]
         nodes[node["NodeID"]] = mine[0] if mine else node["NodeID"][:8]
     found: dict[str, list[str]] = {name: [] for name in sorted(set(nodes.values()))}
-    for actor in ray._private.state.actors().values():  # the GCS's table; no dashboard needed
-        if actor.get("State") == "DEAD":
-            continue
-        node = nodes.get(actor.get("Address", {}).get("NodeID", ""), "?")
-        name = actor.get("Name") or actor.get("ActorClassName", "?")
-        found.setdefault(node, []).append(name)
+    for node_id, names in ray_cluster.actors_by_node().items():
+        found.setdefault(nodes.get(node_id, "?"), []).extend(names)
     return found
 
 
