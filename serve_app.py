@@ -97,6 +97,10 @@ ACTOR_OPTIONS: dict[str, Any] = {
 }
 
 
+# Ray packs actors that ask only for a (custom) resource onto one node: spread the kinds there
+# are many of over the nodes that qualify, so that a lost node takes a share of the partitions,
+# not all of them (docs/cluster.md, "Losing a node").
+SPREAD_KINDS = frozenset({"session_host", "agent_worker", "outbox"})
 _KINDS = {
     StoreActor: "store",
     OutboxActor: "outbox",
@@ -139,6 +143,8 @@ class Platform:
         index = int(suffix) if kind in ("session_host", "agent_worker") and suffix.isdigit() else 0
         if resources := placement_resources(kind, index, mode=self.settings.mode):
             options["resources"] = resources
+        if kind in SPREAD_KINDS:
+            options["scheduling_strategy"] = "SPREAD"
         # Every actor sets its logging up first thing, named as here (docs/logging.md).
         fields: dict[str, str | int] = {"actor": name}
         if kind == "session_host":

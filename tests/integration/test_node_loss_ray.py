@@ -175,6 +175,7 @@ def test_a_worker_node_lost_under_load_loses_doubles_and_reorders_nothing(
                 moved = hosts_on(lost)
                 assert {partition_of(c) for c in range(CHATS)} & set(moved), moved
                 on_lost_node = sorted(n for n, (_, node) in placed.items() if node == lost)
+                print(f"removing the worker with partitions {moved} and {on_lost_node}")
                 at_loss = stream_ids(app, moved)
                 lost_at = time.monotonic()
                 cluster.remove_node(workers[lost], allow_graceful=False)
