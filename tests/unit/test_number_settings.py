@@ -3,7 +3,6 @@ a clear error for every bad key or value."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -15,13 +14,8 @@ A, B = "1111", "2222"
 SERVED = [A, B]
 
 
-@pytest.fixture(autouse=True)
-def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    # Settings read the process environment and ./.env: start every test from neither.
-    for name in list(os.environ):
-        if name.startswith("WHATSRAY_"):
-            monkeypatch.delenv(name)
-    monkeypatch.chdir(tmp_path)
+# Settings read the process environment and ./.env: every test starts from neither.
+pytestmark = pytest.mark.usefixtures("settings_env_isolated")
 
 
 def test_a_number_without_an_entry_has_the_global_settings() -> None:

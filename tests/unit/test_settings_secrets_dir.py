@@ -4,7 +4,6 @@ that is not there is a clear `SettingsError`."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -20,13 +19,8 @@ CLUSTER_SECRETS = {
 }
 
 
-@pytest.fixture(autouse=True)
-def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    # Settings read the process environment and ./.env: start every test from neither.
-    for name in list(os.environ):
-        if name.startswith("WHATSRAY_"):
-            monkeypatch.delenv(name)
-    monkeypatch.chdir(tmp_path)
+# Settings read the process environment and ./.env: every test starts from neither.
+pytestmark = pytest.mark.usefixtures("settings_env_isolated")
 
 
 def secrets_dir(path: Path, files: dict[str, str]) -> Path:
