@@ -39,6 +39,7 @@ from whatsray.store.chat_writes import (
     TurnResults,
 )
 from whatsray.store.contacts_seen import ContactsSeen
+from whatsray.store.counts import CountsMixin
 from whatsray.store.errors import StoreClosedError
 from whatsray.store.jobs import JobsMixin
 from whatsray.store.ledger_writes import (
@@ -62,7 +63,6 @@ from whatsray.store.records import (
     Contact,
     MessageRecord,
     SessionSnapshot,
-    StatusCounts,
     ToolCallRecord,
     TurnCommit,
     TurnRecord,
@@ -93,7 +93,7 @@ def _new_dead_letter_id() -> str:
     return f"dl_{uuid.uuid4().hex}"
 
 
-class Store(JobsMixin, OptInMixin, QuarantineMixin):
+class Store(CountsMixin, JobsMixin, OptInMixin, QuarantineMixin):
     """contacts, chats, messages, turns, sessions, the outbound ledger, dead letters, the
     scheduler's jobs and job runs (`JobsMixin`), and contacts' opt-in (`OptInMixin`).
 
@@ -477,39 +477,6 @@ class Store(JobsMixin, OptInMixin, QuarantineMixin):
         wamid (kept, and merged if `mark_sent` later stores that wamid)."""
         update = StatusUpdate(wamid, status, at, error_code, self._now())
         return await self._write(STATUS, update)
-
-    # -- counts (tests, metrics) ----------------------------------------------------------------
-
-    async def count(self, table: str, **filters: Any) -> int:
-        """Rows of a table matching equality filters, e.g. `count("outbound", status="read")`."""
-        return await self._read(lambda cur: reads.count(cur, table, **filters))
-
-    async def count_messages(self, chat: ChatKey | str | None = None, **filters: Any) -> int:
-        if chat is not None:
-            filters["chat"] = chat_string(chat)
-        return await self.count("messages", **filters)
-
-    async def count_turns(self, chat: ChatKey | str | None = None, **filters: Any) -> int:
-        if chat is not None:
-            filters["chat"] = chat_string(chat)
-        return await self.count("turns", **filters)
-
-    async def count_outbound(self, status: str | None = None) -> int:
-        return await (self.count("outbound", status=status) if status else self.count("outbound"))
-
-    async def count_dead_letters(self) -> int:
-        return await self.count("dead_letters")
-
-    async def count_chats(self) -> int:
-        return await self.count("chats")
-
-    async def count_contacts(self) -> int:
-        return await self.count("contacts")
-
-    async def status_counts(self) -> StatusCounts:
-        """Dead letters not replayed and chats in handoff, in one read (`GET /api/status`, and
-        the `whatsray_handoffs_active` gauge)."""
-        return await self._read(reads.status_counts)
 
     # -- handoff and the window (docs/handoff.md) ------------------------------------------------
 
