@@ -200,9 +200,9 @@ def _make_host(
     shutil.copyfile(public_key, keys)
     keys.chmod(0o600)
     (host.home / "whatsray").symlink_to(repository)
-    through = _home_directories_needed(repository)
-    for real in through:
-        (host.home / real.name).mkdir()
+    through = _hidden_paths(repository, host)
+    for _, mirror in through:
+        mirror.mkdir()
 
     veth = f"{VETH_PREFIX}{index}"
     _run("ip", "netns", "add", netns)
@@ -216,11 +216,11 @@ def _make_host(
     return host
 
 
-def _start_sshd(host: Host, through: list[Path]) -> subprocess.Popen[bytes]:
+def _start_sshd(host: Host, through: list[tuple[Path, Path]]) -> subprocess.Popen[bytes]:
     """sshd in the host's network namespace, inside a mount and UTS namespace of its own where
-    the host's directories are bound over /tmp and the ssh user's home (`through`: directories
-    of the real home bound into it). It lives until its namespace's processes are killed
-    (`_remove_leftovers`)."""
+    the host's directories are bound over /tmp and the ssh user's home (`through`: real
+    directories those would hide, bound into them first so that they keep their paths). It
+    lives until its namespace's processes are killed (`_remove_leftovers`)."""
     sshd_dir = host.directory / "sshd"
     host_key = sshd_dir / "ssh_host_ed25519_key"
     _run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(host_key))
@@ -245,11 +245,11 @@ def _start_sshd(host: Host, through: list[Path]) -> subprocess.Popen[bytes]:
     Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege separation directory
     inside = " && ".join(
         [
-            f"mount --bind {shlex.quote(str(host.tmp))} /tmp",
             *(
-                f"mount --bind {shlex.quote(str(real))} {shlex.quote(str(host.home / real.name))}"
-                for real in through
+                f"mount --bind {shlex.quote(str(real))} {shlex.quote(str(mirror))}"
+                for real, mirror in through
             ),
+            f"mount --rbind {shlex.quote(str(host.tmp))} /tmp",
             f"mount --rbind {shlex.quote(str(host.home))} {SSH_HOME}",
             f"hostname {host.netns}",
             f"exec {shutil.which('sshd', path='/usr/sbin:/sbin')} -D -e -f {config}",
@@ -273,13 +273,18 @@ def _in_namespaces_of(host: Host) -> list[str]:
     return ["ip", "netns", "exec", host.netns, *unshare, "--propagation", "private"]
 
 
-def _home_directories_needed(repository: Path) -> list[Path]:
-    """The venv's interpreter may live in the real home (pyenv: ~/.pyenv), which each host's
-    home hides: that top directory is bound through, read as it is."""
+def _hidden_paths(repository: Path, host: Host) -> list[tuple[Path, Path]]:
+    """What the host's own /tmp and home would hide but it must see: the repository (a clean
+    clone may live under /tmp) and the venv's interpreter (pyenv keeps it in the home). Each as
+    (its top directory under /tmp or the home, where that is bound in the host's directories)."""
     interpreter = Path(os.path.realpath(repository / ".venv" / "bin" / "python"))
-    if not interpreter.is_relative_to(SSH_HOME):
-        return []
-    return [SSH_HOME / interpreter.relative_to(SSH_HOME).parts[0]]
+    pairs: dict[Path, Path] = {}
+    for path in (repository.resolve(), interpreter):
+        for hidden, own in ((Path("/tmp"), host.tmp), (SSH_HOME, host.home)):
+            if path.is_relative_to(hidden) and path != hidden:
+                top = hidden / path.relative_to(hidden).parts[0]
+                pairs[top] = own / top.name
+    return list(pairs.items())
 
 
 def _wait_for_ssh(host: Host, key: Path, within_s: float = 30.0) -> None:
