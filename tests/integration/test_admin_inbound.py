@@ -184,6 +184,13 @@ async def test_unresolved_refuses_bad_parameters(admin: Admin) -> None:
         assert_refused(response, 422, "invalid_request", query.split("=")[0])
 
 
+async def test_unknown_and_blank_query_parameters_are_refused(admin: Admin) -> None:
+    # Behind the bearer scheme's dependency too, whichever way FastAPI's version declares it.
+    for query in ("zzz=1", "include_replayed=false&=null"):
+        response = await admin.api.get(f"/api/quarantine?{query}")
+        assert_refused(response, 422, "invalid_request", "unknown parameter")
+
+
 async def test_quarantine_lists_newest_first_and_gets_one(admin: Admin) -> None:
     now = admin.clock.now()
     older = record_of([message("15550004003", "wamid.q1")], now - 10)

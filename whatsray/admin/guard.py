@@ -21,6 +21,7 @@ from fastapi.dependencies.models import Dependant
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
+from fastapi.security.base import SecurityBase
 from starlette.exceptions import HTTPException
 
 from whatsray.admin.auth import BearerAuth
@@ -111,6 +112,9 @@ def _query_params(dependant: Dependant) -> dict[str, bool] | None:
         field.alias: _is_list(field.field_info.annotation) for field in dependant.query_params
     }
     for sub in dependant.dependencies:
+        if isinstance(sub.call, SecurityBase):
+            continue  # the bearer scheme reads the Authorization header (FastAPI < 0.137 via
+            # the raw `Request`), never the query
         taken = _query_params(sub)
         if taken is None:
             return None
