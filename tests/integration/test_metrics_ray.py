@@ -222,8 +222,18 @@ def test_counters_moved_by_exactly_what_the_traffic_implies(observed: Observed) 
     assert value('sum(whatsray_webhook_requests_total{result="accepted"})') >= TURNS
     sends = "sum(whatsray_outbox_sends_total{{{}}})"
     assert value(sends.format('result="sent"')) == SENT
-    assert value(sends.format('result="retried",error_code="130429"')) == 1
-    assert value(sends.format('result="retried"')) == 1
+    # The 130429 the test injected, and any the emulator's own limit gave: a burst paced at
+    # exactly the tier can arrive a little early (docs/outbox.md, "Order and rate limits").
+    # Each is retried.
+    refused = [
+        r
+        for r in observed.running.emulator.get("/emulator/outbound").json()
+        if r["outcome"] != "accepted"
+    ]
+    throughput = sum(1 for r in refused if r["error_code"] == 130429)
+    assert throughput >= 1, refused
+    assert value(sends.format('result="retried",error_code="130429"')) == throughput
+    assert value(sends.format('result="retried"')) == throughput
     assert value(sends.format('result="failed",error_code="131026"')) == 1
     assert value(sends.format('result="failed"')) == 1
     assert value('sum(whatsray_dead_letters_total{reason="permanent_error"})') == 1
