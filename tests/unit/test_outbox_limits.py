@@ -6,6 +6,7 @@ import random
 
 import pytest
 
+from tests.support.fake_time import FakeTime
 from tests.support.metrics import MetricsProbe
 from whatsray.outbox import (
     PairRateLimiter,
@@ -18,21 +19,6 @@ from whatsray.outbox import (
     window_open,
 )
 from whatsray.outbox.rate_limits import SAFETY_MARGIN_S
-
-
-class FakeTime:
-    """A clock whose sleep just moves it forward."""
-
-    def __init__(self) -> None:
-        self.t = 1000.0
-        self.slept: list[float] = []
-
-    def now(self) -> float:
-        return self.t
-
-    async def sleep(self, seconds: float) -> None:
-        self.slept.append(seconds)
-        self.t += seconds
 
 
 def test_a_bucket_gives_its_burst_then_queues_reservations_in_order() -> None:
@@ -68,21 +54,21 @@ def test_pair_buckets_are_per_recipient_and_idle_ones_are_forgotten() -> None:
 async def test_the_send_limiter_waits_for_pair_then_throughput_tokens(
     recorded: MetricsProbe,
 ) -> None:
-    time = FakeTime()
+    time = FakeTime(start=1000.0)
     limiter = SendRateLimiter(
-        throughput_mps=2, pair_burst=2, pair_refill_s=6.0, now=time.now, sleep=time.sleep
+        throughput_mps=2, pair_burst=2, pair_refill_s=6.0, now=time.clock, sleep=time.sleep
     )
     for user in ("a", "b"):
         await limiter.acquire(user)  # 2 throughput tokens: no wait
-    assert time.slept == []
+    assert time.sleeps == []
     await limiter.acquire("c")  # throughput empty: half a second
-    assert time.slept == [pytest.approx(0.5 + SAFETY_MARGIN_S)]
+    assert time.sleeps == [pytest.approx(0.5 + SAFETY_MARGIN_S)]
     await limiter.acquire("a")
     await limiter.acquire("a")  # a's pair bucket (2) is spent: 6 s minus the time already passed
     waits = "whatsray_rate_limit_wait_seconds"
     assert recorded.value(f"{waits}_count", limiter="pair") == 1
     assert recorded.value(f"{waits}_count", limiter="throughput") >= 1
-    assert recorded.value(f"{waits}_sum") == pytest.approx(sum(time.slept))
+    assert recorded.value(f"{waits}_sum") == pytest.approx(sum(time.sleeps))
 
 
 def test_retry_schedule_doubles_from_two_seconds_and_caps() -> None:
