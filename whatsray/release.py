@@ -21,7 +21,7 @@ from whatsray.settings import Settings
 
 SEPARATOR = "@"
 DIGEST_CHARS = 12
-_RELEASE = re.compile(r"^[0-9a-f]{12}$")
+_RELEASE = re.compile(rf"^[0-9a-f]{{{DIGEST_CHARS}}}$")
 
 
 def code_digest(roots: Iterable[Path]) -> str:
