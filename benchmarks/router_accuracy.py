@@ -1,21 +1,23 @@
-"""Router accuracy: the labelled routing set through the classifier and the full router.
+"""Router accuracy: the labelled routing set through the router's stages.
 
-For each engine named with `--engine` (a key of the agents file's `engines:`), every message of
-the labelled set (tests/data/router_labelled.yaml) goes through:
+Rows, each routing every message of the labelled set (tests/data/router_labelled.yaml):
 
-- the classifier alone (`Router.classify`: the LLM's structured choice, or the deterministic
-  fallback when its answer is invalid, late or an error), and
-- the full router (`Router.route`: explicit rules, then the classifier, then the fallback).
+- "rules only": the explicit rules, then the default agent (no trained stage, no classifier);
+- "rules + trained": the rules, then the trained stage (the agents' `examples`, at the file's
+  `router.trained_threshold`), then the default agent: the router without an LLM;
+- "rules + trained + KEY" for each engine named with `--engine` (a key of the agents file's
+  `engines:`): the full router, with that engine as the LLM classifier below the threshold.
 
-A built-in "rules only" row routes with no classifier: rules, then the default agent. Messages are
-routed one at a time, as first messages of a chat (no current agent, so nothing is sticky); the
-full router is computed as `rules(request) or classify(request)`, which is what `route` does, so
-the model is asked once per message.
+For engine rows the classifier is also asked about every message alone (`Router.classify`: the
+LLM's structured choice, or the fallback when its answer is invalid, late or an error): the
+"classifier only" column. Messages are routed one at a time, as first messages of a chat (no
+current agent, so nothing is sticky); the full router is computed as `local(request)` (rules,
+trained stage) or `classify(request)`, which is what `route` does.
 
 Columns: accuracy of the classifier alone and of the full router (a fallback counts with the
-agent it picked), how many of the full router's decisions fell back to the default agent, how
-many classifier answers were not an agent ("invalid"; timeouts and errors are counted apart), and
-the classifier's median and p95 latency. Then one confusion line per engine and agent.
+agent it picked), how many decisions each stage made, how many classifier answers were not an
+agent ("invalid"; timeouts and errors apart), the classifier's median and p95 latency. Then the
+full router's accuracy per agent and per language, and one confusion line per row and agent.
 
 Run:  .venv/bin/python benchmarks/router_accuracy.py --engine local
       .venv/bin/python benchmarks/router_accuracy.py --agents my_agents.yaml --engine vllm
@@ -50,6 +52,7 @@ from whatsray.llm import ChatEngine, build_engine  # noqa: E402
 DEFAULT_AGENTS = ROOT / "configs" / "agents.yaml"
 DEFAULT_LABELLED = ROOT / "tests" / "data" / "router_labelled.yaml"
 RULES_ONLY = "rules only"
+TRAINED = "rules + trained"
 RULE_REASONS = frozenset({"command", "interactive", "keyword", "pattern"})
 CHAT = "router-benchmark"
 WARMUP_TEXT = "hello, is anyone there?"  # not in the set: loads the model, fills caches
@@ -69,7 +72,10 @@ class Row:
     text: str
     label: str
     lang: str
-    rule: str | None  # the rule kind that decided, or None when the classifier was asked
+    rule: str | None  # the rule kind that decided, or None
+    stage: str  # what decided in the full router: rule, trained, classifier or fallback
+    trained: str | None  # the trained stage's likeliest agent (threshold aside), when asked
+    confidence: float | None  # and its probability
     classifier: str | None  # the classifier-alone decision (None for "rules only")
     classifier_reason: str | None
     fallback_cause: str | None
@@ -85,7 +91,10 @@ class Result:
 
     @property
     def has_classifier(self) -> bool:
-        return self.engine != RULES_ONLY
+        return self.engine not in (RULES_ONLY, TRAINED)
+
+    def stages(self) -> Counter[str]:
+        return Counter(r.stage for r in self.rows)
 
     def accuracy_classifier(self) -> float | None:
         if not self.has_classifier:
@@ -97,7 +106,7 @@ class Result:
 
     def fallbacks(self) -> int:
         """Full-router decisions made by the fallback (default agent)."""
-        return sum(1 for r in self.rows if r.rule is None and r.classifier_reason != "classifier")
+        return self.stages()["fallback"]
 
     def causes(self) -> Counter[str]:
         return Counter(r.fallback_cause for r in self.rows if r.fallback_cause)
@@ -124,19 +133,26 @@ def load_labelled(path: Path, names: Sequence[str]) -> list[Labelled]:
 
 
 async def run_engine(
-    config: AgentsConfig, key: str | None, items: Sequence[Labelled], *, quiet: bool = False
+    config: AgentsConfig,
+    key: str | None,
+    items: Sequence[Labelled],
+    *,
+    trained: bool = True,
+    quiet: bool = False,
 ) -> Result:
-    """Route every message with the engine `key` as classifier (None: rules only)."""
-    config = config.model_copy(
-        update={"router": config.router.model_copy(update={"classifier": key is not None})}
+    """Route every message with the engine `key` as classifier (None: no classifier), with or
+    without the trained stage."""
+    router_spec = config.router.model_copy(
+        update={"classifier": key is not None, **({} if trained else {"trained": False})}
     )
+    config = config.model_copy(update={"router": router_spec})
     engine: ChatEngine | None = None
     if key is not None:
         if key not in config.engines:
             known = ", ".join(sorted(config.engines))
             raise SystemExit(f"engine {key!r} is not in the agents file's engines: ({known})")
         engine = build_engine(config.engines[key].as_dict())
-    result = Result(key or RULES_ONLY)
+    result = Result(f"{TRAINED} + {key}" if key else TRAINED if trained else RULES_ONLY)
     router = Router(config, engine)
     try:
         start = getattr(engine, "start", None)
@@ -147,17 +163,22 @@ async def run_engine(
         for index, item in enumerate(items, start=1):
             request = RouteRequest(CHAT, (item.text,))
             rule = router.rules(request)
+            local, guess = router.local(request)
             decided: RouteDecision | None = None
-            if engine is not None or rule is None:
+            if engine is not None or local is None:
                 decided = await router.classify(request)
-            routed = rule or decided
+            routed = local or decided
             assert routed is not None
+            stage = "rule" if rule else routed.reason
             result.rows.append(
                 Row(
                     text=item.text,
                     label=item.agent,
                     lang=item.lang,
                     rule=rule.reason if rule else None,
+                    stage=stage,
+                    trained=guess.agent if guess else None,
+                    confidence=guess.confidence if guess else None,
                     classifier=decided.agent if decided and engine is not None else None,
                     classifier_reason=decided.reason if decided else None,
                     fallback_cause=decided.fallback_cause if decided else None,
@@ -188,20 +209,43 @@ def _ms(values: Sequence[float], q: float) -> str:
 
 def table(results: Sequence[Result]) -> list[str]:
     lines = [
-        "| engine | messages | classifier only | full router | fallbacks (full) "
-        "| invalid answers | timeouts / errors | classifier median ms | classifier p95 ms |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| router | messages | classifier only | full router | by rules / trained / classifier "
+        "| fallbacks | invalid answers | timeouts / errors | classifier median ms "
+        "| classifier p95 ms |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for res in results:
         causes = res.causes()
+        stages = res.stages()
         n = len(res.rows)
         invalid = causes["invalid_answer"] if res.has_classifier else "n/a"
         late = f"{causes['timeout']} / {causes['error']}" if res.has_classifier else "n/a"
         lines.append(
             f"| {res.engine} | {n} | {_pct(res.accuracy_classifier())} "
-            f"| {_pct(res.accuracy_router())} | {res.fallbacks()} ({_pct(res.fallbacks() / n)}) "
+            f"| {_pct(res.accuracy_router())} "
+            f"| {stages['rule']} / {stages['trained']} / {stages['classifier']} "
+            f"| {res.fallbacks()} ({_pct(res.fallbacks() / n)}) "
             f"| {invalid} | {late} | {_ms(res.latencies(), 0.5)} | {_ms(res.latencies(), 0.95)} |"
         )
+    return lines
+
+
+def breakdown(results: Sequence[Result], names: Sequence[str]) -> list[str]:
+    """The full router's accuracy per agent (the label) and per language."""
+    langs = sorted({r.lang for r in results[0].rows}) if results else []
+    groups = [*names, *(f"lang {lang}" for lang in langs)]
+    lines = [
+        "| router | " + " | ".join(groups) + " |",
+        "|---|" + "---|" * len(groups),
+    ]
+    for res in results:
+        cells = []
+        for group in groups:
+            lang = group.removeprefix("lang ") if group.startswith("lang ") else None
+            rows = [r for r in res.rows if (r.lang == lang if lang else r.label == group)]
+            right = sum(1 for r in rows if r.routed == r.label)
+            cells.append(f"{right}/{len(rows)} ({_pct(right / len(rows) if rows else None)})")
+        lines.append(f"| {res.engine} | " + " | ".join(cells) + " |")
     return lines
 
 
@@ -228,7 +272,7 @@ def rule_summary(result: Result) -> str:
     return (
         f"explicit rules decide {len(hits)} of {len(result.rows)} messages, "
         f"{right} of them right ({_pct(right / len(hits) if hits else None)}); "
-        f"the other {len(result.rows) - len(hits)} go to the classifier (or the default agent)"
+        f"the other {len(result.rows) - len(hits)} go to the later stages"
     )
 
 
@@ -247,7 +291,10 @@ def machine() -> str:
 async def run_all(
     config: AgentsConfig, items: Sequence[Labelled], engines: Sequence[str], *, quiet: bool
 ) -> list[Result]:
-    results = [await run_engine(config, None, items, quiet=quiet)]
+    results = [
+        await run_engine(config, None, items, trained=False, quiet=quiet),
+        await run_engine(config, None, items, quiet=quiet),
+    ]
     for key in engines:
         started = time.perf_counter()
         results.append(await run_engine(config, key, items, quiet=quiet))
@@ -272,10 +319,15 @@ def report(
         f"messages: {len(items)} ("
         + ", ".join(f"{name} {counts[name]}" for name in config.names)
         + f"); default agent: {config.router.default_agent}; "
-        + f"classifier timeout: {config.router.classifier_timeout_s} s"
+        + f"classifier timeout: {config.router.classifier_timeout_s} s; "
+        + f"trained threshold: {config.router.trained_threshold}; "
+        + f"examples: {sum(len(a.examples) for a in config.agents)}"
     )
     print()
     for line in table(results):
+        print(line)
+    print()
+    for line in breakdown(results, config.names):
         print(line)
     print()
     print(rule_summary(results[0]))

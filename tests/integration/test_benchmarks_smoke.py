@@ -79,7 +79,7 @@ def test_session_capacity_benchmark_prints_every_size() -> None:
         assert all(NUMBER.match(cell) for cell in _cells(row)[2:]), row
 
 
-def test_router_accuracy_benchmark_prints_both_rows() -> None:
+def test_router_accuracy_benchmark_prints_every_row() -> None:
     rows = _run(
         "router_accuracy.py",
         "--agents",
@@ -90,7 +90,8 @@ def test_router_accuracy_benchmark_prints_both_rows() -> None:
         "6",
         "--quiet",
     )
-    assert [row.split(" | ")[0] for row in rows] == ["| rules only", "| scripted"]
+    names = ["| rules only", "| rules + trained", "| rules + trained + scripted"]
+    assert [row.split(" | ")[0] for row in rows] == names
 
 
 def test_inference_benchmark_prints_a_row_per_level() -> None:

@@ -28,6 +28,8 @@ SAMPLE = 10
 
 def labelled_sample() -> list[dict[str, Any]]:
     messages = yaml.safe_load((DATA / "router_labelled.yaml").read_text("utf-8"))["messages"]
+    # A message without words (an emoji alone) is the fallback's, never the classifier's.
+    messages = [m for m in messages if any(c.isalnum() for c in m["text"])]
     step = len(messages) // SAMPLE
     return [messages[i * step] for i in range(SAMPLE)]  # spread over all three agents
 

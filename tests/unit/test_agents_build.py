@@ -61,7 +61,11 @@ async def test_shipped_config_shares_one_local_engine() -> None:
 
 async def test_a_turn_end_to_end_with_the_shipped_config() -> None:
     factory = Factory()
-    runtime = await build_runtime(load_agents_config(SHIPPED), engine_factory=factory)
+    shipped = load_agents_config(SHIPPED)
+    # A threshold no trained guess reaches, so that the classifier is asked below.
+    router = shipped.router.model_copy(update={"trained_threshold": 0.999})
+    config = shipped.model_copy(update={"router": router})
+    runtime = await build_runtime(config, engine_factory=factory)
     decision = await runtime.router.route(RouteRequest(CHAT, ("when do you open on saturday?",)))
     assert (decision.agent, decision.reason) == ("faq", "keyword")
     assert decision.agent is not None
@@ -70,9 +74,10 @@ async def test_a_turn_end_to_end_with_the_shipped_config() -> None:
     )
     assert (result.reply_parts, result.outcome) == (("We open at 9.",), AgentOutcome.OK)
     assert result.knowledge_ids[0] == "when-are-you-open"
-    # no rule matches: the classifier (the same scripted engine) says "faq"
+    # no rule matches, the trained stage is unsure: the classifier (the scripted engine) says faq
     classified = await runtime.router.route(RouteRequest(CHAT, ("route me",)))
     assert (classified.agent, classified.reason) == ("faq", "classifier")
+    assert classified.confidence is not None and classified.confidence < 0.999
     await runtime.close()
 
 

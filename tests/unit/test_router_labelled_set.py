@@ -77,7 +77,8 @@ def test_the_agents_file_describes_the_three_agents(agents: AgentsConfig) -> Non
 async def test_every_message_routes_to_a_known_agent_without_the_llm(
     labelled: dict[str, Any], agents: AgentsConfig
 ) -> None:
-    """The whole set through the rules and the fallback (classifier off): always an agent."""
+    """The whole set through the rules, the trained stage and the fallback (classifier off):
+    always an agent."""
     router = Router(
         agents.model_copy(
             update={"router": agents.router.model_copy(update={"classifier": False})}
@@ -87,4 +88,4 @@ async def test_every_message_routes_to_a_known_agent_without_the_llm(
     for message in labelled["messages"]:
         decision = await router.route(RouteRequest("chat", (message["text"],)))
         assert decision.agent in agents.names
-        assert decision.reason in ("command", "keyword", "pattern", "fallback")
+        assert decision.reason in ("command", "keyword", "pattern", "trained", "fallback")

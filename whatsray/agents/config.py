@@ -18,6 +18,7 @@ from typing import Any, Literal
 import yaml  # type: ignore[import-untyped]
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from whatsray.agents.examples import DEFAULT_TRAINED_THRESHOLD, check_examples, example_clashes
 from whatsray.agents.knowledge import DEFAULT_MIN_SCORE
 from whatsray.agents.replies import DEFAULT_APOLOGY, DEFAULT_EMPTY_REPLY, DEFAULT_UNKNOWN_REPLY
 from whatsray.llm.factory import ENGINES
@@ -202,6 +203,13 @@ class AgentSpec(_Strict):
     # The reply of a turn that handed the chat to a person, when the model wrote none.
     handoff_reply: str = Field(DEFAULT_HANDOFF_REPLY, min_length=1)
     backpressure: BackpressureSpec = BackpressureSpec()
+    # Short messages this agent should get: the router's trained stage (docs/router.md).
+    examples: tuple[str, ...] = ()
+
+    @field_validator("examples")
+    @classmethod
+    def _examples(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return check_examples(value)
 
     @field_validator("tools", "permissions")
     @classmethod
@@ -218,6 +226,8 @@ class RouterSpec(_Strict):
     classifier_engine: str | None = None  # a key of `engines:`; None: the default agent's
     classifier_timeout_s: float = Field(5.0, gt=0)
     sticky_idle_s: float = Field(1800.0, ge=0)  # the current agent keeps the chat this long
+    trained: bool | None = None  # the trained stage; None: on when an agent has `examples`
+    trained_threshold: float = Field(DEFAULT_TRAINED_THRESHOLD, gt=0, lt=1)
 
 
 class AgentsConfig(BaseModel):
@@ -282,6 +292,15 @@ class AgentsConfig(BaseModel):
         if classifier is not None:
             used.add(classifier.key)
         return {key: spec for key, spec in self.engines.items() if key in used}
+
+    @property
+    def trained(self) -> bool:
+        """Whether the router's trained stage runs: as `router.trained` says, else when any
+        agent has examples; never with one agent (nothing to choose)."""
+        wanted = self.router.trained
+        if wanted is None:
+            wanted = any(a.examples for a in self.agents)
+        return wanted and len(self.agents) > 1
 
     def classifier_engine(self) -> EngineSpec | None:
         """The classifier's engine, or None when the classifier is off."""
@@ -528,6 +547,7 @@ class _Checker:
                 )
 
     def _unique(self, agents: list[AgentSpec]) -> None:
+        self.problems.extend(example_clashes(agents))
         for name, count in Counter(a.name for a in agents).items():
             if count > 1:
                 self.problems.append(f"agent {name!r}, field 'name': declared {count} times")

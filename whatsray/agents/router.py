@@ -1,8 +1,10 @@
-"""The Router: picks the agent for a turn. Explicit rules first, then an LLM classifier, then a
-deterministic fallback, so a turn is always routed even with the LLM down.
+"""The Router: picks the agent for a turn. Explicit rules first, then the trained stage (a small
+text classifier learnt from the agents' examples), then an LLM classifier, then a deterministic
+fallback, so a turn is always routed even with the LLM down.
 
 Order (docs/agents.md, "Routing order"): handoff, commands, interactive reply ids, keywords,
-patterns, the sticky current agent, the classifier, the default agent. Every decision says which
+patterns, the sticky current agent, the trained stage (when its top probability reaches
+`router.trained_threshold`), the classifier, the default agent. Every decision says which
 path made it (`RouteDecision.reason`), and the router counts them for metrics.
 
 The classifier asks for a structured answer, `{"agent": <one of the names>}`, through the engine's
@@ -20,11 +22,13 @@ import logging
 import re
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from whatsray import metrics
 from whatsray.agents.config import AGENT_COMMAND, AgentsConfig, AgentSpec
+from whatsray.agents.examples import training_samples
+from whatsray.agents.intent_model import IntentGuess, IntentModel, train_intent_model
 from whatsray.llm import ChatEngine, ChatMessage, LLMTimeout
 from whatsray.llm.metering import metered
 from whatsray.observability.logs import log_ids
@@ -40,6 +44,7 @@ __all__ = [
     "classifier_schema",
     "parse_classifier_answer",
     "parse_structured_answer",
+    "with_confidence",
 ]
 
 log = logging.getLogger(__name__)
@@ -51,6 +56,7 @@ RouteReason = Literal[
     "pattern",
     "sticky",
     "handoff",
+    "trained",
     "classifier",
     "fallback",
 ]
@@ -104,8 +110,11 @@ class RouteRequest:
 @dataclass(frozen=True, slots=True)
 class RouteDecision:
     """`agent` is None only for `handoff` (no agent runs). `detail` says what matched: the
-    command, reply id, keywords or pattern, the error, or for `classifier` how the answer was
-    read ("json" or "text"); `classifier_answer` is the raw answer."""
+    command, reply id, keywords or pattern, the error, for `trained` the two likeliest agents
+    with their probabilities, or for `classifier` how the answer was read ("json" or "text");
+    `classifier_answer` is the raw answer. `confidence`: the trained stage's top probability
+    whenever it was asked (also when it was below the threshold and the classifier or the
+    fallback decided); None when a rule decided or the stage is off."""
 
     agent: str | None
     reason: RouteReason
@@ -113,6 +122,12 @@ class RouteDecision:
     fallback_cause: FallbackCause | None = None
     classifier_answer: str | None = None
     classifier_latency_ms: float | None = None
+    confidence: float | None = None
+
+
+def with_confidence(decision: RouteDecision, guess: IntentGuess | None) -> RouteDecision:
+    """The decision with the trained stage's probability, when the stage was asked."""
+    return decision if guess is None else replace(decision, confidence=guess.confidence)
 
 
 def parse_classifier_answer(answer: str, names: Sequence[str]) -> str | None:
@@ -187,15 +202,48 @@ class Router:
         }
         self._system_prompt = _classifier_prompt(config.agents)
         self._schema = classifier_schema(self._names)
+        self._threshold = config.router.trained_threshold
+        self._intents: IntentModel | None = (
+            train_intent_model(training_samples(config.agents)) if config.trained else None
+        )
 
     @property
     def agent_names(self) -> tuple[str, ...]:
         return self._names
 
+    @property
+    def intent_model(self) -> IntentModel | None:
+        """The trained stage's model (None when the stage is off)."""
+        return self._intents
+
     async def route(self, request: RouteRequest) -> RouteDecision:
-        decision = self.rules(request) or await self.classify(request)
+        decision, guess = self.local(request)
+        if decision is None:
+            decision = with_confidence(await self.classify(request), guess)
         count_route(decision)
         return decision
+
+    def local(self, request: RouteRequest) -> tuple[RouteDecision | None, IntentGuess | None]:
+        """The steps without I/O: the rules, then the trained stage. Returns the decision when
+        one of them decides (else None: the classifier or the fallback decides), and the
+        trained stage's guess when it was asked. Not counted."""
+        decision = self.rules(request)
+        if decision is not None:
+            return decision, None
+        guess = self.trained(request)
+        if guess is not None and guess.confidence >= self._threshold:
+            detail = guess.detail()
+            return RouteDecision(guess.agent, "trained", detail, confidence=guess.confidence), guess
+        return None, guess
+
+    def trained(self, request: RouteRequest) -> IntentGuess | None:
+        """The trained stage alone, whatever the threshold: its guess for the turn's text (all
+        its messages), or None when the stage is off, there is no text, or no learnt n-gram
+        occurs in it (an emoji alone)."""
+        text = "\n".join(t.strip() for t in request.texts if t.strip())
+        if self._intents is None or not text:
+            return None
+        return self._intents.predict(text)
 
     # --- explicit rules ----------------------------------------------------------------------
 
@@ -271,14 +319,16 @@ class Router:
     # --- classifier, then fallback --------------------------------------------------------------
 
     async def classify(self, request: RouteRequest) -> RouteDecision:
-        """The classifier alone (then the fallback), skipping the explicit rules: what `route`
-        does when no rule decides. Not counted in `counts` (benchmarks call it directly)."""
+        """The classifier alone (then the fallback), skipping the rules and the trained stage:
+        what `route` does when neither decides. Not counted (benchmarks call it directly)."""
         if self._classifier is None:
             return self._fallback("disabled")
         if len(self._names) == 1:
             return self._fallback("single_agent")
         text = "\n".join(t.strip() for t in request.texts if t.strip())
-        if not text:
+        if not any(c.isalnum() for c in text):
+            # Nothing to read: no text (an image without caption), or no word in it (an emoji
+            # or "??" alone: a reaction, not a request to classify). The default agent answers.
             return self._fallback("no_text")
         text = text[-_CLASSIFIER_MAX_INPUT_CHARS:]
         messages = [ChatMessage.system(self._system_prompt), ChatMessage.user(text)]

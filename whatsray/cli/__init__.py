@@ -13,6 +13,7 @@ from whatsray.cli.emulator import add_emulator_commands
 from whatsray.cli.local import add_local_commands
 from whatsray.cli.mcp import add_mcp_commands
 from whatsray.cli.model import add_model_commands
+from whatsray.cli.route import add_route_commands
 from whatsray.cli.settings import add_settings_commands
 from whatsray.cli.status import add_status_commands
 from whatsray.cli.webhook import add_webhook_commands
@@ -33,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_model_commands(subparsers)
     add_mcp_commands(subparsers)
     add_status_commands(subparsers)
+    add_route_commands(subparsers)
     return parser
 
 

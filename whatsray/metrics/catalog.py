@@ -149,8 +149,9 @@ CATALOG: dict[str, MetricSpec] = {
             "whatsray_routes_total",
             "counter",
             "Routing decisions by the agent chosen (none: handed off), how it was decided "
-            "(command, sticky, keyword, pattern, classifier, handoff, fallback...) and, for a "
-            "fallback, why (timeout, invalid_answer, error, no_text, single_agent, disabled).",
+            "(command, sticky, keyword, pattern, trained, classifier, handoff, fallback...) and, "
+            "for a fallback, why (timeout, invalid_answer, error, no_text, single_agent, "
+            "disabled).",
             "agent",
             "reason",
             "fallback_cause",
