@@ -244,6 +244,30 @@ class StoreActor:
         metrics.store_batch_rows.observe(len(sent) + len(statuses), op="write_behind")
         return await (await self._open("write_behind")).write_behind(sent, statuses)
 
+    # -- analytics (the admin API, docs/analytics.md) --------------------------------------------
+
+    async def analytics_summary(
+        self, start: float, end: float, phone_number_id: str | None = None
+    ) -> dict[str, Any]:
+        store = await self._open("analytics_summary")
+        return await store.analytics_summary(start, end, phone_number_id)
+
+    async def analytics_daily(
+        self, start: float, end: float, phone_number_id: str | None = None
+    ) -> dict[str, Any]:
+        store = await self._open("analytics_daily")
+        return await store.analytics_daily(start, end, phone_number_id)
+
+    async def export_table(
+        self,
+        table: str,
+        start: float | None = None,
+        end: float | None = None,
+        phone_number_id: str | None = None,
+    ) -> bytes:
+        store = await self._open("export_table")
+        return await store.export_table(table, start, end, phone_number_id)
+
     # -- the quarantine and the inbound account (the admin API) ----------------------------------
 
     async def get_quarantined(self, quarantine_id: str) -> QuarantineRecord | None:

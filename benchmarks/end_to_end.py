@@ -23,6 +23,9 @@ emulator runs as its own process, reported apart, with the platform in cluster m
 as against Meta; `--emulator-in-ray` puts it back in local mode's actor), Store calls and Ray
 actor calls per message (the platform's own counters) and DuckDB transactions per second.
 
+`--analytics-every S`: meanwhile, `GET /api/analytics/summary` (the last 30 days) every S seconds
+through the ingress, as the owner's page would (docs/analytics.md); its latencies are reported.
+
 Run:  .venv/bin/python benchmarks/end_to_end.py [--rates 50 100 200] [--seconds 5] [--chats 1000]
 With the agent on the vLLM deployment (turn latency at a fixed rate):
       .venv/bin/python benchmarks/end_to_end.py --agents tests/vllm/agents.yaml --rates 1 2 4
@@ -46,7 +49,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.cost import CostMeter, Snapshot, cost_table  # noqa: E402
-from benchmarks.ray_platform import running_platform  # noqa: E402
+from benchmarks.ray_platform import SECRETS, running_platform  # noqa: E402
 
 AGENTS = Path(__file__).resolve().parent / "agents.yaml"
 HELD_P99_S = 1.0
@@ -173,8 +176,20 @@ def row(step: Step, drain_s: float) -> tuple[str, bool]:
     return line, held
 
 
+async def poll_analytics(api_url: str, every_s: float, took: list[float]) -> None:
+    """`GET /api/analytics/summary` every `every_s` until cancelled; each answer's time."""
+    headers = {"Authorization": f"Bearer {SECRETS['admin_token']}"}
+    async with httpx.AsyncClient(base_url=api_url, headers=headers, timeout=60) as http:
+        while True:
+            started = time.perf_counter()
+            response = await http.get("/api/analytics/summary")
+            response.raise_for_status()
+            took.append(time.perf_counter() - started)
+            await asyncio.sleep(max(0.0, every_s - took[-1]))
+
+
 async def bench(
-    emulator_url: str, args: argparse.Namespace, meter: CostMeter
+    emulator_url: str, args: argparse.Namespace, meter: CostMeter, api_url: str = ""
 ) -> tuple[list[str], list[Step]]:
     # Idle connections are dropped before uvicorn's 5 s keep-alive ends, or a send could reuse
     # one the server is closing (a ReadError that is the driver's fault, not the platform's).
@@ -189,6 +204,10 @@ async def bench(
             replies += len(warm.latencies)
             await settle(http, replies, args.drain_s)
         rows, steps, best = [], [], None
+        took: list[float] = []
+        poller = None
+        if args.analytics_every:
+            poller = asyncio.create_task(poll_analytics(api_url, args.analytics_every, took))
         for rate in args.rates:
             step = Step(rate=rate)
             before, started = meter.snapshot(), time.monotonic()
@@ -203,6 +222,15 @@ async def bench(
             steps.append(step)
             best = rate if held else best
         rows.append(f"\nhighest rate held: {best:g} msg/s" if best else "\nno rate held")
+        if poller is not None:
+            poller.cancel()
+            await asyncio.gather(poller, return_exceptions=True)
+            ordered = sorted(took) or [float("nan")]
+            median, worst = ordered[len(ordered) // 2] * 1000, ordered[-1] * 1000
+            rows.append(
+                f"analytics summary every {args.analytics_every:g} s: {len(took)} requests,"
+                f" median {median:.1f} ms, max {worst:.1f} ms"
+            )
         return rows, steps
 
 
@@ -220,6 +248,9 @@ def main() -> None:
     )
     parser.add_argument("--partitions", type=int, default=2, help="inbox partitions (hosts)")
     parser.add_argument(
+        "--analytics-every", type=float, metavar="S", help="GET the analytics summary every S s"
+    )
+    parser.add_argument(
         "--emulator-in-ray", action="store_true", help="local mode: the emulator in an actor"
     )
     args = parser.parse_args()
@@ -232,7 +263,8 @@ def main() -> None:
         separate_emulator=not args.emulator_in_ray,
     ) as platform:
         apart = {platform.emulator_pid: "emulator"} if platform.emulator_pid else {}
-        rows, steps = asyncio.run(bench(platform.emulator_url, args, CostMeter(apart)))
+        meter = CostMeter(apart)
+        rows, steps = asyncio.run(bench(platform.emulator_url, args, meter, platform.api_url))
     proxy = "Python proxy" if args.no_haproxy else "HAProxy"
     load = " ".join(f"{x:.2f}" for x in load_before)
     after = " ".join(f"{x:.2f}" for x in os.getloadavg())

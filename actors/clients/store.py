@@ -32,6 +32,7 @@ from whatsray.store.records import (
     MessageRecord,
     SessionSnapshot,
     StatusCounts,
+    ToolCallRecord,
     TurnCommit,
     TurnRecord,
 )
@@ -233,6 +234,14 @@ class AdminStoreClient(Client):
         calls.count(STORE, "get_dead_letter")
         return await self._handle.get_dead_letter.remote(dead_letter_id)
 
+    async def list_turns(self, chat: ChatKey | str, limit: int = 50) -> list[TurnRecord]:
+        calls.count(STORE, "list_turns")  # GET /api/chats/{chat}/turns
+        return await self._handle.list_turns.remote(chat, limit)
+
+    async def list_tool_calls(self, turn_id: str) -> list[ToolCallRecord]:
+        calls.count(STORE, "list_tool_calls")
+        return await self._handle.list_tool_calls.remote(turn_id)
+
     async def list_dead_letters(
         self,
         limit: int = 50,
@@ -285,6 +294,28 @@ class AdminStoreClient(Client):
     ) -> list[UnresolvedMessage]:
         calls.count(STORE, "unresolved_messages")
         return await self._handle.unresolved_messages.remote(older_than_s, limit)
+
+    async def analytics_summary(
+        self, start: float, end: float, phone_number_id: str | None = None
+    ) -> dict[str, Any]:
+        calls.count(STORE, "analytics_summary")
+        return await self._handle.analytics_summary.remote(start, end, phone_number_id)
+
+    async def analytics_daily(
+        self, start: float, end: float, phone_number_id: str | None = None
+    ) -> dict[str, Any]:
+        calls.count(STORE, "analytics_daily")
+        return await self._handle.analytics_daily.remote(start, end, phone_number_id)
+
+    async def export_table(
+        self,
+        table: str,
+        start: float | None = None,
+        end: float | None = None,
+        phone_number_id: str | None = None,
+    ) -> bytes:
+        calls.count(STORE, "export_table")
+        return await self._handle.export_table.remote(table, start, end, phone_number_id)
 
 
 class ToolStoreClient(Client):

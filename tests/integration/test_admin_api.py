@@ -479,6 +479,9 @@ async def test_the_openapi_document_lists_every_route_with_a_summary(admin: Admi
             ("GET", "/api/quarantine"),
             ("GET", "/api/quarantine/{quarantine_id}"),
             ("GET", "/api/status"),
+            ("GET", "/api/analytics/summary"),
+            ("GET", "/api/analytics/daily"),
+            ("GET", "/api/analytics/export/{table}"),
         ]
     )
     for key, operation in operations.items():

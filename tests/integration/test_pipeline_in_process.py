@@ -189,6 +189,8 @@ async def test_a_user_message_gets_one_reply(pipeline: Pipeline) -> None:
     assert await pipeline.replies_to("15551230001", 1) == ["echo: hello there"]
     stored = await pipeline.store.get_message(wamid)
     assert stored is not None and stored.turn_id is not None  # consumed by a committed turn
+    turn = await pipeline.store.get_turn(stored.turn_id)
+    assert turn is not None and turn.agent_outcome == "ok"  # the agent's own (docs/analytics.md)
     # The typing indicator and blue ticks went out for the user's message.
     reads = pipeline.emulator.outbound(kind="read")
     assert [(r.body["message_id"], r.body.get("typing_indicator")) for r in reads] == [

@@ -26,6 +26,7 @@ from fastapi.security import HTTPBearer
 from pydantic import ValidationError
 
 from whatsray.admin.account_api import add_account_routes
+from whatsray.admin.analytics_api import add_analytics_routes
 from whatsray.admin.auth import BearerAuth
 from whatsray.admin.guard import AdminProblem, guarded_route_class
 from whatsray.admin.models import (
@@ -505,6 +506,7 @@ def create_admin_router(
     add_account_routes(
         router, store=store, numbers=numbers, now=now, inbox=inbox, not_found=not_found
     )
+    add_analytics_routes(router, admin_token=admin_token, store=store, numbers=numbers, now=now)
     if handoff is not None:
         chat_routes: dict[int | str, dict[str, Any]] = {
             **not_found,

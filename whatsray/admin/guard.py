@@ -147,8 +147,12 @@ def _query_problem(request: Request, known: dict[str, bool]) -> AdminProblem | N
     return AdminProblem(422, "invalid_request", "; ".join(sentences), fields)
 
 
-def guarded_route_class(auth: BearerAuth) -> type[APIRoute]:
-    """An `APIRoute` class for the admin router (kept when the router is included elsewhere)."""
+def guarded_route_class(
+    auth: BearerAuth, *, cookie: Callable[[Request], bool] | None = None
+) -> type[APIRoute]:
+    """An `APIRoute` class for the admin router (kept when the router is included elsewhere).
+    `cookie(request)`: a GET without an Authorization header is let in when it says so (the
+    analytics page's login cookie, docs/analytics.md); never a request that changes things."""
 
     class AdminRoute(APIRoute):
         """Auth first, then FastAPI's handler; its refusals become `ErrorBody` answers."""
@@ -158,7 +162,10 @@ def guarded_route_class(auth: BearerAuth) -> type[APIRoute]:
             query_params = _query_params(self.dependant)
 
             async def guarded(request: Request) -> Response:
-                failure = auth.check(request.headers.get("authorization"))
+                header = request.headers.get("authorization")
+                failure = auth.check(header)
+                if failure is not None and header is None and request.method == "GET":
+                    failure = None if cookie is not None and cookie(request) else failure
                 if failure is not None:
                     return AdminProblem(
                         failure.status, failure.error, failure.message, headers=failure.headers

@@ -81,6 +81,23 @@ class AdminStorePort(Protocol):
         self, older_than_s: float, limit: int = 100
     ) -> list[UnresolvedMessage]: ...
 
+    # Analytics (whatsray.store.analytics, docs/analytics.md).
+    async def analytics_summary(
+        self, start: float, end: float, phone_number_id: str | None = None
+    ) -> dict[str, Any]: ...
+
+    async def analytics_daily(
+        self, start: float, end: float, phone_number_id: str | None = None
+    ) -> dict[str, Any]: ...
+
+    async def export_table(
+        self,
+        table: str,
+        start: float | None = None,
+        end: float | None = None,
+        phone_number_id: str | None = None,
+    ) -> bytes: ...
+
 
 class AdminInboxPort(Protocol):
     """The inbox, for the inbound account (`GET /api/inbound/unresolved`) and quarantine

@@ -8,6 +8,7 @@ import sys
 from collections.abc import Sequence
 
 from whatsray import __version__
+from whatsray.cli.analytics import add_analytics_commands
 from whatsray.cli.chat import add_chat_commands
 from whatsray.cli.emulator import add_emulator_commands
 from whatsray.cli.local import add_local_commands
@@ -35,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_mcp_commands(subparsers)
     add_status_commands(subparsers)
     add_route_commands(subparsers)
+    add_analytics_commands(subparsers)
     return parser
 
 

@@ -176,6 +176,7 @@ class TurnCommitter:
             error=result.error,
             started_at=min(_event_time(e, now) for e in request.inputs),
             finished_at=now,
+            agent_outcome=result.agent_outcome,
         )
         # The user's own messages only: a scheduled input does not open the window.
         opened = max((_event_time(e, now) for e in request.inputs if opens_window(e)), default=None)

@@ -110,6 +110,7 @@ class TurnRunner:
                 latency_s=result.latency_ms / 1000,
             ),
             error=result.error,
+            agent_outcome=result.outcome.value,
         )
 
     def _while_waiting(

@@ -214,6 +214,7 @@ class TurnResult:
     outcome: TurnOutcome = TurnOutcome.OK
     usage: TurnUsage = field(default_factory=TurnUsage)
     error: str | None = None  # what went wrong, for a FAILED turn
+    agent_outcome: str | None = None  # the agent's own (AgentOutcome): "no_knowledge"...
 
     def __post_init__(self) -> None:
         # Frozen: callers may pass lists and plain strings, but the value keeps tuples and enums.

@@ -481,6 +481,7 @@ def _insert_turns(conn: DuckDBPyConnection, turns: list[TurnRecord]) -> None:
         ("error", "VARCHAR"),
         ("started_at", "DOUBLE"),
         ("finished_at", "DOUBLE"),
+        ("agent_outcome", "VARCHAR"),
     ]
     source, params = rows_table(
         columns,
@@ -499,6 +500,7 @@ def _insert_turns(conn: DuckDBPyConnection, turns: list[TurnRecord]) -> None:
                 t.error,
                 t.started_at,
                 t.finished_at,
+                t.agent_outcome,
             )
             for t in turns
         ],

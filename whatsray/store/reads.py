@@ -58,7 +58,7 @@ _CHAT_COLUMNS = (
 _CONTACT_COLUMNS = "chat, phone_number_id, phone, bsuid, profile_name, first_seen, last_seen"
 _TURN_COLUMNS = (
     "turn_id, chat, agent, engine, input_ids, reply_ids, tokens_in, tokens_out, latency_ms,"
-    " outcome, error, started_at, finished_at"
+    " outcome, error, started_at, finished_at, agent_outcome"
 )
 _DEAD_LETTER_COLUMNS = (
     "id, outbound_id, reason, error_code, details, created_at, replayed_at, replay_outbound_id"

@@ -133,6 +133,7 @@ class TurnRecord(_ChatRecord):
     error: str | None = None
     started_at: float
     finished_at: float | None = None
+    agent_outcome: str | None = None  # the agent's: "ok", "no_knowledge" (FAQ: I don't know)...
 
 
 class ToolCallRecord(_Record):

@@ -203,6 +203,13 @@ _V6 = (
     )""",
 )
 
+_V7 = (
+    # What the agent made of a turn (whatsray.agents.AgentOutcome: ok, no_knowledge, greeting,
+    # empty_reply, engine_error), beside the turn's own outcome: `no_knowledge` is the FAQ
+    # agent's fixed "I don't know" (docs/analytics.md). NULL: not known (older turns, handoffs).
+    "ALTER TABLE turns ADD COLUMN agent_outcome VARCHAR",
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "contacts, chats, messages, turns, sessions, outbound, dead letters", _V1),
     Migration(2, "tool calls of turns", _V2),
@@ -210,6 +217,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(4, "the purpose of outbound messages (templates outside the window)", _V4),
     Migration(5, "contacts opt in to greetings", _V5),
     Migration(6, "the outcome of every inbound message; quarantined items", _V6),
+    Migration(7, "what the agent made of each turn (the FAQ's I don't know)", _V7),
 )
 
 SCHEMA_VERSION = MIGRATIONS[-1].version

@@ -29,6 +29,7 @@ from whatsray.outbox.ledger import (
     StatusWrite,
 )
 from whatsray.store import chat_writes, reads
+from whatsray.store.analytics import AnalyticsMixin
 from whatsray.store.chat_writes import (
     CONTACT,
     INBOUND,
@@ -93,7 +94,7 @@ def _new_dead_letter_id() -> str:
     return f"dl_{uuid.uuid4().hex}"
 
 
-class Store(CountsMixin, JobsMixin, OptInMixin, QuarantineMixin):
+class Store(AnalyticsMixin, CountsMixin, JobsMixin, OptInMixin, QuarantineMixin):
     """contacts, chats, messages, turns, sessions, the outbound ledger, dead letters, the
     scheduler's jobs and job runs (`JobsMixin`), and contacts' opt-in (`OptInMixin`).
 
@@ -158,6 +159,7 @@ class Store(CountsMixin, JobsMixin, OptInMixin, QuarantineMixin):
             return
         self._open = False
         await asyncio.to_thread(self._reader.shutdown, wait=True)
+        await self._close_analytics()
         cursor, self._cursor = self._cursor, None
         if cursor is None:
             await asyncio.wrap_future(self._writer.stop())
