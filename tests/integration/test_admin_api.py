@@ -473,6 +473,7 @@ async def test_the_openapi_document_lists_every_route_with_a_summary(admin: Admi
             ("POST", "/api/send-message"),
             ("GET", "/api/messages/{chat}"),
             ("GET", "/api/chats"),
+            ("GET", "/api/chats/{chat}/turns"),
             ("GET", "/api/contacts/search"),
             ("GET", "/api/dead-letters"),
             ("POST", "/api/dead-letters/{dead_letter_id}/replay"),

@@ -57,6 +57,7 @@ from whatsray.admin.ports import (
     StatusReport,
 )
 from whatsray.admin.status_models import StatusOut
+from whatsray.admin.turns_api import add_turns_routes
 from whatsray.outbox.ledger import OutboundItem, OutboundRecord
 from whatsray.outbox.window import WINDOW_SECONDS, window_open
 from whatsray.store.records import ChatRecord
@@ -507,6 +508,7 @@ def create_admin_router(
         router, store=store, numbers=numbers, now=now, inbox=inbox, not_found=not_found
     )
     add_analytics_routes(router, admin_token=admin_token, store=store, numbers=numbers, now=now)
+    add_turns_routes(router, store=store, numbers=numbers, not_found=not_found)
     if handoff is not None:
         chat_routes: dict[int | str, dict[str, Any]] = {
             **not_found,

@@ -8,6 +8,7 @@ once. `close()` closes each engine once.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -59,9 +60,11 @@ async def build_runtime(
     engine_factory: EngineFactory = build_engine,
     services: ToolServices | None = None,
     tools: ToolRegistry = BUILTIN_TOOLS,
+    now: Callable[[], float] = time.time,
 ) -> AgentRuntime:
     """Build every engine, agent and the router; if anything fails, close what was built.
-    `services` is what the agents' tools reach (the store, the outboxes, the operator)."""
+    `services` is what the agents' tools reach (the store, the outboxes, the operator); `now`
+    is the agents' clock (the prompt's date, reminder times; a fake one in `whatsray test`)."""
     cache: dict[str, ChatEngine] = {}
     built: list[ChatEngine] = []
 
@@ -79,6 +82,7 @@ async def build_runtime(
                 engine_for(config.engine_for(name)),
                 tools=tools,
                 services=services,
+                now=now,
             )
             for name in config.names
         }

@@ -17,6 +17,7 @@ from whatsray.cli.model import add_model_commands
 from whatsray.cli.route import add_route_commands
 from whatsray.cli.settings import add_settings_commands
 from whatsray.cli.status import add_status_commands
+from whatsray.cli.stories import add_test_commands
 from whatsray.cli.webhook import add_webhook_commands
 from whatsray.observability.logs import LogSetup, configure_logging
 from whatsray.settings import SettingsError, load_settings
@@ -36,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_mcp_commands(subparsers)
     add_status_commands(subparsers)
     add_route_commands(subparsers)
+    add_test_commands(subparsers)
     add_analytics_commands(subparsers)
     return parser
 

@@ -37,11 +37,22 @@ class _Spec(BaseModel):
     name: str | None = None  # the engine's name in replies, logs and metrics
 
 
+class ScriptedToolCall(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(min_length=1)
+    arguments: dict[str, Any] = Field(default_factory=dict)
+
+
 class KeywordRule(BaseModel):
+    """`match` -> `reply`; with `tool_calls`, those first and `reply` once their results are in.
+    Placeholders in replies and arguments: see `whatsray.llm.scripted.KeywordRules`."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     match: str  # a regular expression, case-insensitive
     reply: str
+    tool_calls: list[ScriptedToolCall] = Field(default_factory=list)
 
 
 class ScriptedSpec(_Spec):
@@ -180,7 +191,10 @@ def _build_scripted(
     if mode == "rules":
         if not spec.rules:
             raise ValueError("scripted engine: mode 'rules' needs a non-empty 'rules' list")
-        rules = KeywordRules([(r.match, r.reply) for r in spec.rules], default=spec.default)
+        rules = KeywordRules(
+            [(r.match, r.reply, [c.model_dump() for c in r.tool_calls]) for r in spec.rules],
+            default=spec.default,
+        )
         return ScriptedEngine(
             responder=rules, name=name, model=spec.model, latency_s=spec.latency_s
         )

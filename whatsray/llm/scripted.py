@@ -13,6 +13,7 @@ import json
 import re
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any, TypeAlias
 
 from whatsray.llm.protocol import (
@@ -31,7 +32,8 @@ from whatsray.llm.protocol import (
 # ({"content": ..., "tool_calls": [{"name", "arguments"}]}), or an exception to raise.
 ScriptItem: TypeAlias = str | ChatReply | Mapping[str, Any] | BaseException
 Responder: TypeAlias = Callable[
-    [Sequence[ChatMessage]], str | ChatReply | Awaitable[str | ChatReply]
+    [Sequence[ChatMessage]],
+    str | ChatReply | Mapping[str, Any] | Awaitable[str | ChatReply | Mapping[str, Any]],
 ]
 Gate: TypeAlias = asyncio.Event | float  # wait for the event to be set, or sleep this long
 
@@ -269,15 +271,84 @@ def echo(prefix: str = "echo: ") -> Callable[[Sequence[ChatMessage]], str]:
 
 class KeywordRules:
     """The first rule whose regex (case-insensitive) matches the user's pending text answers;
-    otherwise `default`. Rules are `(pattern, reply)` pairs, checked in order."""
+    otherwise `default`. Rules are `(pattern, reply)` pairs, or `(pattern, reply, tool_calls)`
+    triples, checked in order.
 
-    def __init__(self, rules: Sequence[tuple[str, str]], default: str = "I don't know.") -> None:
-        self.rules = [(re.compile(pattern, re.IGNORECASE), reply) for pattern, reply in rules]
+    A rule with tool calls answers them first (`{"name", "arguments"}` each); once the results
+    are in (the last message is a tool result) the same rule answers its `reply`. Replies and
+    string arguments may hold placeholders, so a script reads the prompt as a model would:
+    `{user}` (the user's text), `{knowledge}` (the answer of the first FAQ entry in the system
+    prompt), `{tool_result}` (the last tool result), `{now+2h}` / `{now+30m}` / `{now+1d}`
+    (the prompt's "Current date and time" plus that much, as `2026-11-23T09:00`)."""
+
+    def __init__(
+        self,
+        rules: Sequence[tuple[str, str] | tuple[str, str, Sequence[Mapping[str, Any]]]],
+        default: str = "I don't know.",
+    ) -> None:
+        self.rules = [
+            (re.compile(rule[0], re.IGNORECASE), rule[1], tuple(rule[2]) if len(rule) > 2 else ())
+            for rule in rules
+        ]
         self.default = default
 
-    def __call__(self, messages: Sequence[ChatMessage]) -> str:
-        text = pending_user_text(messages)
-        for pattern, reply in self.rules:
+    def __call__(self, messages: Sequence[ChatMessage]) -> str | Mapping[str, Any]:
+        after_tool = bool(messages) and messages[-1].role == "tool"
+        text = _last_user_text(messages) if after_tool else pending_user_text(messages)
+        for pattern, reply, tool_calls in self.rules:
             if pattern.search(text):
-                return reply
-        return self.default
+                if tool_calls and not after_tool:
+                    calls = [
+                        {**call, "arguments": _fill_args(call.get("arguments", {}), messages)}
+                        for call in tool_calls
+                    ]
+                    return {"content": "", "tool_calls": calls}
+                return fill_placeholders(reply, messages, text)
+        return fill_placeholders(self.default, messages, text)
+
+
+def _last_user_text(messages: Sequence[ChatMessage]) -> str:
+    """The user messages before the last assistant message (the turn's input, after tools)."""
+    index = max((i for i, m in enumerate(messages) if m.role == "assistant"), default=-1)
+    return pending_user_text(messages[: index if index >= 0 else len(messages)])
+
+
+_NOW_LINE = re.compile(r"Current date and time: \w+, (\d{4}-\d{2}-\d{2} \d{2}:\d{2})")
+_NOW_PLUS = re.compile(r"\{now(?:\+(\d+)([mhd]))?\}")
+_ANSWER = re.compile(r"^\[[^\]]+\].*?\nA: (.*?)(?:\n\n\[|\Z)", re.MULTILINE | re.DOTALL)
+_UNIT_S = {"m": 60, "h": 3600, "d": 86400}
+
+
+def fill_placeholders(text: str, messages: Sequence[ChatMessage], user: str | None = None) -> str:
+    """`text` with the placeholders of `KeywordRules` replaced (see there)."""
+    if "{" not in text:
+        return text
+    system = messages[0].content if messages and messages[0].role == "system" else ""
+    if "{user}" in text:
+        text = text.replace("{user}", pending_user_text(messages) if user is None else user)
+    if "{knowledge}" in text:
+        found = _ANSWER.search(system)
+        text = text.replace("{knowledge}", found.group(1).strip() if found else "")
+    if "{tool_result}" in text:
+        results = [m.content for m in messages if m.role == "tool"]
+        text = text.replace("{tool_result}", results[-1] if results else "")
+    now = _NOW_LINE.search(system)
+    if now is not None:
+        base = datetime.fromisoformat(now.group(1).replace(" ", "T"))
+
+        def later(match: re.Match[str]) -> str:
+            amount = int(match.group(1) or 0) * _UNIT_S.get(match.group(2) or "m", 60)
+            return (base + timedelta(seconds=amount)).strftime("%Y-%m-%dT%H:%M")
+
+        text = _NOW_PLUS.sub(later, text)
+    return text
+
+
+def _fill_args(arguments: Any, messages: Sequence[ChatMessage]) -> Any:
+    if isinstance(arguments, str):
+        return fill_placeholders(arguments, messages)
+    if isinstance(arguments, Mapping):
+        return {key: _fill_args(value, messages) for key, value in arguments.items()}
+    if isinstance(arguments, list):
+        return [_fill_args(value, messages) for value in arguments]
+    return arguments
