@@ -189,8 +189,14 @@ async def poll_analytics(api_url: str, every_s: float, took: list[float]) -> Non
 
 
 async def bench(
-    emulator_url: str, args: argparse.Namespace, meter: CostMeter, api_url: str = ""
+    emulator_url: str,
+    args: argparse.Namespace,
+    meter: CostMeter,
+    api_url: str = "",
+    analytics_every: float = 0.0,
 ) -> tuple[list[str], list[Step]]:
+    """The rates of `args`, in turn; with `analytics_every`, GET /api/analytics/summary at
+    `api_url` every that many seconds meanwhile."""
     # Idle connections are dropped before uvicorn's 5 s keep-alive ends, or a send could reuse
     # one the server is closing (a ReadError that is the driver's fault, not the platform's).
     limits = httpx.Limits(max_connections=args.connections, keepalive_expiry=2.0)
@@ -206,8 +212,8 @@ async def bench(
         rows, steps, best = [], [], None
         took: list[float] = []
         poller = None
-        if args.analytics_every:
-            poller = asyncio.create_task(poll_analytics(api_url, args.analytics_every, took))
+        if analytics_every:
+            poller = asyncio.create_task(poll_analytics(api_url, analytics_every, took))
         for rate in args.rates:
             step = Step(rate=rate)
             before, started = meter.snapshot(), time.monotonic()
@@ -224,12 +230,13 @@ async def bench(
         rows.append(f"\nhighest rate held: {best:g} msg/s" if best else "\nno rate held")
         if poller is not None:
             poller.cancel()
-            await asyncio.gather(poller, return_exceptions=True)
+            [stopped] = await asyncio.gather(poller, return_exceptions=True)
             ordered = sorted(took) or [float("nan")]
             median, worst = ordered[len(ordered) // 2] * 1000, ordered[-1] * 1000
+            failed = f"; failed: {stopped!r}" if isinstance(stopped, Exception) else ""
             rows.append(
-                f"analytics summary every {args.analytics_every:g} s: {len(took)} requests,"
-                f" median {median:.1f} ms, max {worst:.1f} ms"
+                f"analytics summary every {analytics_every:g} s: {len(took)} requests,"
+                f" median {median:.1f} ms, max {worst:.1f} ms{failed}"
             )
         return rows, steps
 
@@ -264,7 +271,9 @@ def main() -> None:
     ) as platform:
         apart = {platform.emulator_pid: "emulator"} if platform.emulator_pid else {}
         meter = CostMeter(apart)
-        rows, steps = asyncio.run(bench(platform.emulator_url, args, meter, platform.api_url))
+        rows, steps = asyncio.run(
+            bench(platform.emulator_url, args, meter, platform.api_url, args.analytics_every)
+        )
     proxy = "Python proxy" if args.no_haproxy else "HAProxy"
     load = " ".join(f"{x:.2f}" for x in load_before)
     after = " ".join(f"{x:.2f}" for x in os.getloadavg())

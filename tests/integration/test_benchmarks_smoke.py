@@ -12,6 +12,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 ROW = re.compile(r"^\| [^|]+ \| [\d,]+ \|")
+ANY_LINE = re.compile(r"")
 
 
 def _run(script: str, *args: str, timeout: float = 120, row: re.Pattern[str] = ROW) -> list[str]:
@@ -64,8 +65,13 @@ def test_ingest_benchmark_prints_the_platform_beside_the_baseline() -> None:
 
 def test_end_to_end_benchmark_answers_every_message_of_every_rate() -> None:
     args = ("--rates", "4", "8", "--seconds", "1", "--chats", "3", "--drain-s", "60")
-    rows = _run("end_to_end.py", *args, timeout=300)
+    # With the analytics summary asked for meanwhile (docs/analytics.md): every request answered.
+    analytics = re.compile(r"^analytics summary every 0\.5 s: [1-9]\d* requests, .* ms$")
+    lines = _run("end_to_end.py", *args, "--analytics-every", "0.5", timeout=300, row=ANY_LINE)
+    rows = [line for line in lines if ROW.match(line)]
     assert [_cells(row)[:3] for row in rows] == [["4", "4", "4"], ["8", "8", "8"]]
+    [polled] = [line for line in lines if line.startswith("analytics")]
+    assert analytics.match(polled), polled
     for row in rows:
         *numbers, held = _cells(row)[3:]
         assert all(NUMBER.match(cell) for cell in numbers), row
