@@ -1,6 +1,7 @@
 """Human handoff and templates through the whole pipeline in one process, no Ray: the emulator's
 signed webhooks -> inbox (real Valkey) -> session hosts -> store (real DuckDB) -> outbox (with
-templates) -> emulator, plus the admin API's handoff routes over the same hosts.
+templates) -> emulator, plus the admin API's handoff routes over the same hosts (built by
+whatsray/in_process.py).
 
 The operator is a WhatsApp user of the emulator (OPERATOR); the bot's agent echoes."""
 
@@ -18,30 +19,22 @@ from typing import Any
 import httpx
 import pytest
 import redis.asyncio as aioredis
-from fastapi import FastAPI
 
-from whatsray.admin import create_admin_router
-from whatsray.agents import build_runtime, parse_agents_config
+from whatsray.agents import parse_agents_config
+from whatsray.in_process import ADMIN, OPERATOR, SECRET, wired_platform
 from whatsray.inbox import Inbox, partition_for
 from whatsray.outbox import OutboundItem, Outbox, parse_templates
 from whatsray.pipeline.host import SessionHostCore
-from whatsray.pipeline.ingest import InboxSink
-from whatsray.session import SessionConfig
 from whatsray.store import Store
-from whatsray.tools import PlatformToolServices
-from whatsray.whatsapp.emulator import DEFAULT_PHONE_NUMBER_ID, EmulatorConfig, create_emulator_app
-from whatsray.whatsapp.emulator.config import StatusDelays
+from whatsray.whatsapp.emulator import DEFAULT_PHONE_NUMBER_ID, StatusDelays
+from whatsray.whatsapp.emulator.clock import SystemClock
 from whatsray.whatsapp.emulator.core import Emulator
 from whatsray.whatsapp.events import ChatKey
-from whatsray.whatsapp.graph_client import GraphClient
 from whatsray.whatsapp.messages import TextMessage
 from whatsray.whatsapp.signature import SIGNATURE_HEADER, sign
-from whatsray.whatsapp.webhook_receiver import create_webhook_receiver
 
-SECRET, TOKEN, ADMIN = "handoff-secret", "handoff-token", "admin-token"
 PNID = DEFAULT_PHONE_NUMBER_ID
 PARTITIONS = 2
-OPERATOR = "15550009999"
 AUTH = {"Authorization": f"Bearer {ADMIN}"}
 TEMPLATES = parse_templates(
     {
@@ -71,14 +64,21 @@ def chat_of(user: str) -> ChatKey:
     return ChatKey(phone_number_id=PNID, user=user)
 
 
-class Clock:
-    """Wall time plus an offset the tests move forward (the store's and the hosts' clock)."""
+class Clock(SystemClock):
+    """The platform's clock: wall time plus an `offset` the tests move forward."""
 
     def __init__(self) -> None:
-        self.offset = 0.0
+        super().__init__()
+        self._ahead = 0.0
 
-    def __call__(self) -> float:
-        return time.time() + self.offset
+    @property
+    def offset(self) -> float:
+        return self._ahead
+
+    @offset.setter
+    def offset(self, seconds: float) -> None:
+        self.advance(seconds - self._ahead)
+        self._ahead = seconds
 
 
 @dataclass
@@ -158,95 +158,23 @@ async def handoff_rig(
     sweep_every_s: float = 60.0,
 ) -> AsyncIterator[Rig]:
     clock = Clock()
-    inbox = Inbox(redis, partitions=PARTITIONS)
-    async with Store(db, now=clock) as store:
-        ingest = create_webhook_receiver(
-            app_secret=SECRET, verify_token="v", on_events=InboxSink(inbox)
-        )
-        to_bot = httpx.AsyncClient(transport=httpx.ASGITransport(ingest), base_url="http://bot")
-        emulator_app = create_emulator_app(
-            EmulatorConfig(
-                app_secret=SECRET,
-                access_token=TOKEN,
-                webhook_url="http://bot/webhook",
-                window_failure_mode=window_failure_mode,  # type: ignore[arg-type]
-                # Only `sent` (at once; `failed` in async mode): fewer late webhooks that keep a
-                # session busy while a test flips the flag (see `Rig.flip`).
-                status_delays=StatusDelays(sent=0.0, delivered=None, read=None),
-            ),
-            http=to_bot,
-        )
-        emulator: Emulator = emulator_app.state.emulator
-        async with (
-            to_bot,
-            emulator,
-            httpx.AsyncClient(
-                transport=httpx.ASGITransport(emulator_app), base_url="http://emulator"
-            ) as control,
-        ):
-
-            async def window(chat: str) -> float | None:
-                record = await store.get_chat(chat)
-                return record.last_inbound_at if record else None
-
-            graph = GraphClient(control, TOKEN, PNID, base_url="http://emulator")
-            outbox = Outbox(PNID, graph, store, window_lookup=window, templates=TEMPLATES)
-            runtime = await build_runtime(
-                CONFIG, services=PlatformToolServices(store, lambda _: outbox)
-            )
-            hosts: list[SessionHostCore] = []
-
-            async def elsewhere(chat: ChatKey) -> None:
-                hosts[partition_for(chat, PARTITIONS)].invalidate(chat)
-
-            for partition in range(PARTITIONS):
-                hosts.append(
-                    SessionHostCore(
-                        partition,
-                        inbox=inbox,
-                        store=store,
-                        router=runtime.router,
-                        agents=runtime,
-                        outbox_for=lambda _: outbox,
-                        agents_config=CONFIG,
-                        session_config=SessionConfig(),
-                        consumer_options={"block_ms": 50},
-                        now=clock,
-                        sweep_every_s=sweep_every_s,
-                        operator_number=OPERATOR,
-                        handoff_release_after_s=release_after_s,
-                        partitions=PARTITIONS,
-                        invalidate_elsewhere=elsewhere,
-                    )
-                )
-
-            async def set_handoff(chat: str, on: bool) -> None:
-                key = ChatKey.parse(chat)
-                await hosts[partition_for(key, PARTITIONS)].set_handoff(key, on)
-
-            app = FastAPI()
-            app.include_router(
-                create_admin_router(
-                    admin_token=ADMIN,
-                    store=store,
-                    outbox_for=lambda _: outbox,
-                    phone_number_ids=[PNID],
-                    handoff=set_handoff,
-                    now=clock,
-                )
-            )
-            for host in hosts:
-                await host.start()
-            try:
-                async with httpx.AsyncClient(
-                    transport=httpx.ASGITransport(app), base_url="http://admin"
-                ) as admin:
-                    yield Rig(emulator, control, to_bot, admin, store, outbox, hosts, clock)
-            finally:
-                for host in hosts:
-                    await host.close()
-                await outbox.close()
-                await runtime.close()
+    async with wired_platform(
+        CONFIG,
+        Inbox(redis, partitions=PARTITIONS),
+        db,
+        clock=clock,
+        templates=TEMPLATES,
+        # Only `sent` (at once; `failed` in async mode): fewer late webhooks that keep a
+        # session busy while a test flips the flag (see `Rig.flip`).
+        status_delays=StatusDelays(sent=0.0, delivered=None, read=None),
+        window_failure_mode=window_failure_mode,  # type: ignore[arg-type]
+        sweep_every_s=sweep_every_s,
+        handoff_release_after_s=release_after_s,
+    ) as p:
+        # Without the token (`p.admin` sends it): the tests send it, or show it is needed.
+        transport = httpx.ASGITransport(p.admin_app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://admin") as admin:
+            yield Rig(p.emulator, p.control, p.to_bot, admin, p.store, p.outbox, p.hosts, clock)
 
 
 @pytest.fixture

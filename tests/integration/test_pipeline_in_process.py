@@ -1,6 +1,6 @@
 """The whole turn pipeline in one process, no Ray: emulator -> signed webhook -> inbox (real Valkey)
 -> partition consumer -> session -> router -> agent (scripted) -> store (real DuckDB) -> outbox ->
-emulator. What the Ray actors run, minus the actors."""
+emulator. What the Ray actors run, minus the actors (built by whatsray/in_process.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,25 +19,22 @@ import redis.asyncio as aioredis
 
 from tests.support.metrics import MetricsProbe
 from tests.support.quiet import until_calm
-from whatsray.agents import build_runtime, parse_agents_config
+from whatsray.agents import parse_agents_config
 from whatsray.agents.build import EngineFactory
 from whatsray.agents.config import AgentsConfig
+from whatsray.in_process import TOKEN, wired_platform
 from whatsray.inbox import Inbox, partition_for
-from whatsray.llm import ChatMessage, ScriptedEngine
+from whatsray.llm import ChatMessage, ScriptedEngine, build_engine
 from whatsray.outbox import Outbox
 from whatsray.pipeline.consumer import consumer_name
 from whatsray.pipeline.host import SessionHostCore
-from whatsray.pipeline.ingest import InboxSink
-from whatsray.session import SessionConfig
 from whatsray.store import Store
-from whatsray.tools import BUILTIN_TOOLS, PlatformToolServices, Tool, ToolArguments, ToolRegistry
-from whatsray.whatsapp.emulator import DEFAULT_PHONE_NUMBER_ID, EmulatorConfig, create_emulator_app
+from whatsray.tools import BUILTIN_TOOLS, Tool, ToolArguments, ToolRegistry
+from whatsray.whatsapp.emulator import DEFAULT_PHONE_NUMBER_ID, StatusDelays
 from whatsray.whatsapp.emulator.core import Emulator
 from whatsray.whatsapp.events import ChatKey
 from whatsray.whatsapp.graph_client import GraphClient
-from whatsray.whatsapp.webhook_receiver import create_webhook_receiver
 
-SECRET, TOKEN = "pipeline-secret", "pipeline-token"
 PARTITIONS = 2
 
 
@@ -69,6 +66,7 @@ class Pipeline:
     hosts: list[SessionHostCore]
     make_host: Callable[[int], SessionHostCore]
     outbox: Outbox
+    busy: Callable[[], Awaitable[list[int]]]  # the platform's: all zero when quiet
 
     async def restart_host(self, partition: int) -> None:
         """What Ray does to a killed SessionHost: a new one, built from scratch, same partition."""
@@ -86,17 +84,7 @@ class Pipeline:
     async def quiet(self, within_s: float = 30.0) -> None:
         """Until nothing is left to do anywhere (inbox, hosts, outbox, the emulator's webhooks),
         twice in a row: then an absence ("no second reply") is proven, not hoped for."""
-
-        async def busy() -> list[int]:
-            return [
-                *[await self.inbox.unfinished(p) for p in range(PARTITIONS)],
-                *[h.statuses.pending + h.committer.batcher.busy for h in self.hosts],
-                *[h.registry.stats().busy for h in self.hosts],
-                self.outbox.in_flight(),
-                self.emulator.delivery.pending,
-            ]
-
-        await until_calm(busy, lambda counts: not any(counts), within_s=within_s)
+        await until_calm(self.busy, lambda counts: not any(counts), within_s=within_s)
 
     async def replies_to(self, user: str, count: int, within_s: float = 15.0) -> list[str]:
         """Wait until the emulator got `count` messages for `user`; return their texts."""
@@ -114,68 +102,30 @@ async def running_pipeline(
     db: Path,
     config: AgentsConfig,
     *,
-    engine_factory: EngineFactory | None = None,
+    engine_factory: EngineFactory = build_engine,
     tools: ToolRegistry = BUILTIN_TOOLS,
 ) -> AsyncIterator[Pipeline]:
-    inbox = Inbox(redis, partitions=PARTITIONS)
-    async with Store(db) as store:
-        ingest = create_webhook_receiver(
-            app_secret=SECRET, verify_token="v", on_events=InboxSink(inbox)
+    async with wired_platform(
+        config,
+        Inbox(redis, partitions=PARTITIONS),
+        db,
+        status_delays=StatusDelays(),  # all of them: `sent`, `delivered`, `read`
+        engine_factory=engine_factory,
+        tools=tools,
+    ) as platform:
+        engine = platform.runtime.engines[0]  # the agents' engine (a fallback comes after it)
+        assert isinstance(engine, ScriptedEngine)
+        yield Pipeline(
+            platform.emulator,
+            platform.control,
+            platform.store,
+            platform.inbox,
+            engine,
+            platform.hosts,
+            platform.make_host,
+            platform.outbox,
+            platform.busy,
         )
-        to_bot = httpx.AsyncClient(transport=httpx.ASGITransport(ingest), base_url="http://bot")
-        emulator_app = create_emulator_app(
-            EmulatorConfig(app_secret=SECRET, access_token=TOKEN, webhook_url="http://bot/webhook"),
-            http=to_bot,
-        )
-        emulator: Emulator = emulator_app.state.emulator
-        async with (
-            to_bot,
-            emulator,
-            httpx.AsyncClient(
-                transport=httpx.ASGITransport(emulator_app), base_url="http://emulator"
-            ) as graph_http,
-        ):
-
-            async def window(chat: str) -> float | None:
-                record = await store.get_chat(chat)
-                return record.last_inbound_at if record else None
-
-            graph = GraphClient(
-                graph_http, TOKEN, DEFAULT_PHONE_NUMBER_ID, base_url="http://emulator"
-            )
-            outbox = Outbox(DEFAULT_PHONE_NUMBER_ID, graph, store, window_lookup=window)
-            services = PlatformToolServices(store, lambda _: outbox)
-            factory: dict[str, Any] = (
-                {} if engine_factory is None else {"engine_factory": engine_factory}
-            )
-            runtime = await build_runtime(config, services=services, tools=tools, **factory)
-
-            def make_host(partition: int) -> SessionHostCore:
-                return SessionHostCore(
-                    partition,
-                    inbox=inbox,
-                    store=store,
-                    router=runtime.router,
-                    agents=runtime,
-                    outbox_for=lambda _: outbox,
-                    agents_config=config,
-                    session_config=SessionConfig(),
-                    consumer_options={"block_ms": 50},
-                    phone_number_ids=[DEFAULT_PHONE_NUMBER_ID],
-                )
-
-            hosts = [make_host(p) for p in range(PARTITIONS)]
-            for host in hosts:
-                await host.start()
-            engine = runtime.engines[0]  # the agents' engine (a fallback comes after it)
-            assert isinstance(engine, ScriptedEngine)
-            try:
-                yield Pipeline(emulator, graph_http, store, inbox, engine, hosts, make_host, outbox)
-            finally:
-                for host in hosts:
-                    await host.close()
-                await outbox.close()
-                await runtime.close()
 
 
 @pytest.fixture

@@ -16,10 +16,11 @@ import pytest
 import uvicorn
 
 from whatsray.cli import main
+from whatsray.in_process import ADMIN, PNID, TOKEN, InProcessPlatform, in_process_platform
 from whatsray.stories.agents import story_agents
-from whatsray.stories.inprocess import ADMIN, PNID, TOKEN, InProcessPlatform, in_process_platform
 from whatsray.stories.model import Step, parse_stories
 from whatsray.stories.runner import _Story, run_story
+from whatsray.stories.target import in_process_target
 
 pytestmark = pytest.mark.integration
 
@@ -164,7 +165,7 @@ async def _interactive(platform: InProcessPlatform, user: str, kind: str) -> Non
         "type": "interactive",
         "interactive": {"type": kind, "body": {"text": "How can we help?"}, "action": action},
     }
-    response = await platform.target.emulator.post(
+    response = await platform.control.post(
         f"/v21.0/{PNID}/messages", json=body, headers={"Authorization": f"Bearer {TOKEN}"}
     )
     assert response.status_code == 200, response.text
@@ -185,14 +186,15 @@ async def test_buttons_offered_and_tapped_by_title_and_list_rows(tmp_path: Path)
     config = story_agents("configs/agents.yaml", engine="scripted")
     async with in_process_platform(config, data_dir=tmp_path) as platform:
         user = "15557770001"
-        run = _Story(platform.target, user)
+        target = in_process_target(platform)
+        run = _Story(target, user)
         [hi, offered, tap, agent, pause, row, support] = _steps(
             "[{user: hi}, {buttons: [Opening hours, Talk to us]}, {button: Opening hours},"
             " {agent: faq}, {pause: 90s}, {list: Late}, {agent: support}]"
         )
         await run.act(hi)
         await _interactive(platform, user, "button")
-        run.sent = await platform.target.bot_messages(user)
+        run.sent = await target.bot_messages(user)
         assert await run.check(offered) == (
             True,
             "buttons ['Opening hours', 'Talk to us']",
@@ -230,7 +232,7 @@ stories:
         "t",
     )
     async with in_process_platform(config, data_dir=tmp_path) as platform:
-        result = await run_story(platform.target, story, "15557770002")
+        result = await run_story(in_process_target(platform), story, "15557770002")
     assert result.passed, [f.describe() for f in result.failures]
 
 
@@ -331,7 +333,7 @@ async def test_the_turns_route_of_the_admin_api(tmp_path: Path) -> None:
         "configs/agents.yaml", engines_file="tests/stories/engines.yaml", engine="shop"
     )
     async with in_process_platform(config, data_dir=tmp_path) as platform:
-        target = platform.target
+        target = in_process_target(platform)
         user = "15557770003"
         await target.send(user, {"type": "text", "text": "I want to complain"})
         await target.settle(user)

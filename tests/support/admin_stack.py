@@ -29,21 +29,16 @@ from tests.support.quiet import until_calm
 from whatsray.admin import create_admin_router
 from whatsray.admin.status import StatusSources, collect_status
 from whatsray.admin.status_models import StatusOut
+from whatsray.in_process import emulator_link, inbound_window
 from whatsray.inbox import Inbox
 from whatsray.outbox import OutboundRecord, Outbox, RetryPolicy
 from whatsray.outbox.snapshot import OutboxStatus
 from whatsray.store import Store
-from whatsray.whatsapp.emulator import (
-    DEFAULT_PHONE_NUMBER_ID,
-    EmulatorConfig,
-    StatusDelays,
-    create_emulator_app,
-)
+from whatsray.whatsapp.emulator import DEFAULT_PHONE_NUMBER_ID, EmulatorConfig, StatusDelays
 from whatsray.whatsapp.emulator.clock import SystemClock
 from whatsray.whatsapp.emulator.core import Emulator
 from whatsray.whatsapp.events import Event, MessageEvent, StatusEvent
 from whatsray.whatsapp.graph_client import GraphClient
-from whatsray.whatsapp.webhook_receiver import create_webhook_receiver
 
 SECRET, GRAPH_TOKEN, ADMIN_TOKEN = "admin-app-secret", "admin-graph-token", "admin-test-token"
 PNID = DEFAULT_PHONE_NUMBER_ID
@@ -121,88 +116,73 @@ async def admin_stack(
             elif isinstance(event, StatusEvent) and event.phone_number_id in outboxes:
                 await outboxes[event.phone_number_id].apply_status(event)
 
-    async with Store(tmp_path / "admin.duckdb", now=clock.now) as store:
-        receiver = create_webhook_receiver(app_secret=SECRET, verify_token="v", on_events=on_events)
-        to_bot = httpx.AsyncClient(transport=httpx.ASGITransport(receiver), base_url="http://bot")
-        config = EmulatorConfig(
-            app_secret=SECRET,
-            access_token=GRAPH_TOKEN,
-            phone_numbers=tuple(numbers),
-            webhook_url="http://bot/webhook",
-            status_delays=StatusDelays(sent=0.0, delivered=0.01, read=0.02),
+    config = EmulatorConfig(
+        app_secret=SECRET,
+        access_token=GRAPH_TOKEN,
+        phone_numbers=tuple(numbers),
+        status_delays=StatusDelays(sent=0.0, delivered=0.01, read=0.02),
+    )
+    async with (
+        Store(tmp_path / "admin.duckdb", now=clock.now) as store,
+        emulator_link(config, on_events, clock=clock) as link,
+    ):
+        emulator, control = link.emulator, link.control
+        for number in numbers:
+            outboxes[number] = Outbox(
+                number,
+                GraphClient(control, GRAPH_TOKEN, number, base_url="http://emulator"),
+                store,
+                retry=RetryPolicy(max_attempts=2, base_s=0.01, max_delay_s=0.02),
+                now=clock.now,
+                window_lookup=inbound_window(store),
+                ambiguous_grace_s=0.2,
+                grace_poll_s=0.02,
+            )
+        outbox = outboxes[numbers[0]]
+
+        def outbox_status(number: str) -> Callable[[], Awaitable[OutboxStatus]]:
+            async def status() -> OutboxStatus:
+                return outboxes[number].status()
+
+            return status
+
+        sources = StatusSources(
+            partitions=inbox.partitions if inbox is not None else 0,
+            backlog=inbox.backlog if inbox is not None else None,
+            persistence=inbox.persistence if inbox is not None else None,
+            outboxes={number: outbox_status(number) for number in numbers},
+            store=store.status_counts,
+            now=clock.now,
         )
-        emulator_app = create_emulator_app(config, clock=clock, http=to_bot)
-        emulator: Emulator = emulator_app.state.emulator
-        async with (
-            to_bot,
-            emulator,
-            httpx.AsyncClient(
-                transport=httpx.ASGITransport(emulator_app), base_url="http://emulator"
-            ) as control,
-        ):
 
-            async def window(chat: str) -> float | None:
-                record = await store.get_chat(chat)
-                return record.last_inbound_at if record else None
+        async def status() -> StatusOut:
+            return await collect_status(sources)
 
-            for number in numbers:
-                outboxes[number] = Outbox(
-                    number,
-                    GraphClient(control, GRAPH_TOKEN, number, base_url="http://emulator"),
-                    store,
-                    retry=RetryPolicy(max_attempts=2, base_s=0.01, max_delay_s=0.02),
-                    now=clock.now,
-                    window_lookup=window,
-                    ambiguous_grace_s=0.2,
-                    grace_poll_s=0.02,
-                )
-            outbox = outboxes[numbers[0]]
-
-            def outbox_status(number: str) -> Callable[[], Awaitable[OutboxStatus]]:
-                async def status() -> OutboxStatus:
-                    return outboxes[number].status()
-
-                return status
-
-            sources = StatusSources(
-                partitions=inbox.partitions if inbox is not None else 0,
-                backlog=inbox.backlog if inbox is not None else None,
-                persistence=inbox.persistence if inbox is not None else None,
-                outboxes={number: outbox_status(number) for number in numbers},
-                store=store.status_counts,
+        app = FastAPI()
+        app.include_router(
+            create_admin_router(
+                admin_token=ADMIN_TOKEN,
+                store=store,
+                outbox_for=outboxes.__getitem__,
+                phone_number_ids=list(numbers),
+                status=status,
+                inbox=inbox,
                 now=clock.now,
             )
-
-            async def status() -> StatusOut:
-                return await collect_status(sources)
-
-            app = FastAPI()
-            app.include_router(
-                create_admin_router(
-                    admin_token=ADMIN_TOKEN,
-                    store=store,
-                    outbox_for=outboxes.__getitem__,
-                    phone_number_ids=list(numbers),
-                    status=status,
-                    inbox=inbox,
-                    now=clock.now,
-                )
-            )
-            transport = httpx.ASGITransport(app)
-            async with (
-                contextlib.AsyncExitStack() as opened,
-                httpx.AsyncClient(
-                    transport=transport, base_url="http://admin", headers=AUTH
-                ) as api,
-                httpx.AsyncClient(transport=transport, base_url="http://admin") as anon,
-            ):
-                for each in outboxes.values():
-                    await opened.enter_async_context(each)
-                try:
-                    yield Admin(
-                        api, anon, app, store, outbox, emulator, control, clock, inbox,
-                        dict(outboxes),
-                    )  # fmt: skip
-                finally:
-                    outboxes.clear()  # statuses still in flight go nowhere
-                    await emulator.settle(max_wait=5)
+        )
+        transport = httpx.ASGITransport(app)
+        async with (
+            contextlib.AsyncExitStack() as opened,
+            httpx.AsyncClient(transport=transport, base_url="http://admin", headers=AUTH) as api,
+            httpx.AsyncClient(transport=transport, base_url="http://admin") as anon,
+        ):
+            for each in outboxes.values():
+                await opened.enter_async_context(each)
+            try:
+                yield Admin(
+                    api, anon, app, store, outbox, emulator, control, clock, inbox,
+                    dict(outboxes),
+                )  # fmt: skip
+            finally:
+                outboxes.clear()  # statuses still in flight go nowhere
+                await emulator.settle(max_wait=5)

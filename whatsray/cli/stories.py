@@ -22,14 +22,14 @@ import httpx
 from whatsray.agents.config import AgentsConfigError
 from whatsray.cli.chat import resolve_emulator_url
 from whatsray.cli.connection import admin_api
+from whatsray.in_process import in_process_platform
 from whatsray.outbox.templates import TemplatesConfig, load_templates
 from whatsray.settings import SettingsError
 from whatsray.stories.agents import story_agents
-from whatsray.stories.inprocess import in_process_platform
 from whatsray.stories.model import Story, StoryFileError, load_stories
 from whatsray.stories.report import format_results, summary_line, write_junit
 from whatsray.stories.runner import StoryResult, run_stories
-from whatsray.stories.target import HttpTarget, TargetError, poll_quiet
+from whatsray.stories.target import HttpTarget, TargetError, in_process_target, poll_quiet
 
 __all__ = ["add_test_commands", "story_users"]
 
@@ -133,7 +133,7 @@ async def _in_process(
     config: Any, templates: TemplatesConfig | None, stories: list[Story]
 ) -> list[StoryResult]:
     async with in_process_platform(config, templates=templates) as platform:
-        return await run_stories(platform.target, stories, story_users(len(stories)))
+        return await run_stories(in_process_target(platform), stories, story_users(len(stories)))
 
 
 async def _against_url(args: argparse.Namespace, stories: list[Story]) -> list[StoryResult]:

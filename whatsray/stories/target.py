@@ -3,7 +3,7 @@
 A target sends what a user does through the emulator's control API (`/emulator/inbound`,
 `/emulator/media`), reads what the bot sent (`/emulator/outbound`), and reads the platform through
 its admin API (`GET /api/chats/{chat}/turns`, `GET /api/jobs`). Both targets are this class: the
-in-process platform (whatsray/stories/inprocess.py) hands it ASGI clients, a quiet check that
+in-process platform (whatsray/in_process.py) hands it ASGI clients, a quiet check that
 looks inside the platform, and a clock it can move; `--url` hands it real HTTP clients and the
 polling quiet check below.
 """
@@ -19,6 +19,8 @@ from urllib.parse import quote
 
 import httpx
 
+from whatsray.in_process import PNID, InProcessPlatform
+
 __all__ = [
     "BotMessage",
     "ChatView",
@@ -27,6 +29,7 @@ __all__ = [
     "TargetError",
     "ToolCallView",
     "TurnView",
+    "in_process_target",
     "poll_quiet",
 ]
 
@@ -254,3 +257,16 @@ async def poll_quiet(
         if now > deadline:
             raise TargetError(f"not quiet within {within_s:.0f} s (busy: {seen[1]})")
         await asyncio.sleep(poll_s)
+
+
+def in_process_target(platform: InProcessPlatform) -> HttpTarget:
+    """The target of a platform in this process: its emulator and admin API over ASGI, its
+    quiet check, and simulated time."""
+    return HttpTarget(
+        emulator=platform.control,
+        admin=platform.admin,
+        phone_number_id=PNID,
+        settle=platform.quiet,
+        now=platform.clock.now,
+        advance=platform.advance,
+    )
