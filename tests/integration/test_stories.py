@@ -5,16 +5,13 @@ target, and the SmolLM2 smoke stories. No Ray: the in-process platform of whatsr
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import socket
 import xml.etree.ElementTree as ET
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import uvicorn
 
+from tests.support.loop_server import serve_in_loop
 from whatsray.cli import main
 from whatsray.in_process import ADMIN, PNID, TOKEN, InProcessPlatform, in_process_platform
 from whatsray.stories.agents import story_agents
@@ -236,24 +233,6 @@ stories:
     assert result.passed, [f.describe() for f in result.failures]
 
 
-@contextlib.asynccontextmanager
-async def serving(app: Any) -> AsyncIterator[str]:
-    """`app` on a real loopback port (uvicorn, in this event loop); its base URL."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    while not server.started:  # noqa: ASYNC110 (uvicorn has no event for it)
-        await asyncio.sleep(0.01)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await task
-        sock.close()
-
-
 URL_STORIES = """
 stories:
   - name: over HTTP
@@ -284,8 +263,8 @@ async def test_url_runs_against_a_running_platform_through_its_emulator_and_admi
     )
     async with (
         in_process_platform(config, data_dir=tmp_path / "data") as platform,
-        serving(platform.emulator_app) as emulator_url,
-        serving(platform.admin_app) as admin_url,
+        serve_in_loop(platform.emulator_app) as emulator_url,
+        serve_in_loop(platform.admin_app) as admin_url,
     ):
         argv = [
             "test",
