@@ -86,8 +86,17 @@ def _templates(args: argparse.Namespace) -> TemplatesConfig | None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    platform_log = logging.getLogger("whatsray")
+    level = platform_log.level
     if not getattr(args, "verbose", False):  # the platform's INFO lines would bury the results
-        logging.getLogger("whatsray").setLevel(logging.WARNING)
+        platform_log.setLevel(logging.WARNING)
+    try:
+        return _run_stories(args)
+    finally:
+        platform_log.setLevel(level)  # a caller of `main` (pytest) keeps its own
+
+
+def _run_stories(args: argparse.Namespace) -> int:
     try:
         stories = load_stories(args.stories)
         if args.url is not None:
