@@ -9,15 +9,18 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from tests.support.loop_server import serve_in_loop
 from whatsray.cli import main
 from whatsray.in_process import ADMIN, PNID, TOKEN, InProcessPlatform, in_process_platform
+from whatsray.inbox import partition_for
 from whatsray.stories.agents import story_agents
 from whatsray.stories.model import Step, parse_stories
 from whatsray.stories.runner import _Story, run_story
-from whatsray.stories.target import in_process_target
+from whatsray.stories.target import HttpTarget, in_process_target, poll_quiet
+from whatsray.whatsapp.events import ChatKey
 
 pytestmark = pytest.mark.integration
 
@@ -233,6 +236,7 @@ stories:
     assert result.passed, [f.describe() for f in result.failures]
 
 
+ADMIN_HEADERS = {"Authorization": f"Bearer {ADMIN}"}
 URL_STORIES = """
 stories:
   - name: over HTTP
@@ -292,6 +296,53 @@ async def test_url_runs_against_a_running_platform_through_its_emulator_and_admi
     assert "step 2: a wait needs simulated time" in capsys.readouterr().err
 
 
+async def test_url_quiet_waits_until_the_platform_stored_the_users_message(
+    tmp_path: Path,
+) -> None:
+    """From outside, a message the ingress accepted may sit in the inbox before any session
+    stores it: no chat, nothing unanswered, no reply yet. `poll_quiet` must not take that for
+    quiet. The chat's session host is stopped while the user writes; quiet comes only once a new
+    host took the message, and by then the reply is there."""
+    config = story_agents("configs/agents.yaml", engine="scripted")
+    user = "15557770009"
+    async with (
+        in_process_platform(config, data_dir=tmp_path / "data") as platform,
+        serve_in_loop(platform.emulator_app) as emulator_url,
+        serve_in_loop(platform.admin_app) as admin_url,
+        httpx.AsyncClient(base_url=emulator_url) as emulator,
+        httpx.AsyncClient(base_url=admin_url, headers=ADMIN_HEADERS) as admin,
+    ):
+        partition = partition_for(ChatKey(phone_number_id=PNID, user=user), len(platform.hosts))
+        await platform.hosts[partition].close()
+        checks: list[bool] = []
+        twenty_checks = asyncio.Event()
+
+        class CountingTarget(HttpTarget):
+            async def stored(self, user: str, wamid: str) -> bool:
+                checks.append(await super().stored(user, wamid))
+                if len(checks) >= 20:  # 20 polls: far past the 0.1 s settle time
+                    twenty_checks.set()
+                return checks[-1]
+
+        target = CountingTarget(
+            emulator=emulator,
+            admin=admin,
+            phone_number_id=PNID,
+            settle=lambda _: poll_quiet(target, user, settle_s=0.1, poll_s=0.02),
+        )
+        await target.send(user, {"type": "text", "text": "hello there"})
+        waiting = asyncio.create_task(target.settle(user))
+        async with asyncio.timeout(30):
+            await twenty_checks.wait()
+        assert not waiting.done() and not any(checks)
+
+        platform.hosts[partition] = platform.make_host(partition)
+        await platform.hosts[partition].start()
+        async with asyncio.timeout(30):
+            await waiting
+        assert len(await target.bot_messages(user)) == 1  # answered before quiet was declared
+
+
 def test_the_smollm2_stories_pass_on_the_bundled_model(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
@@ -306,7 +357,6 @@ def test_the_smollm2_stories_pass_on_the_bundled_model(
 async def test_the_turns_route_of_the_admin_api(tmp_path: Path) -> None:
     """`GET /api/chats/{chat}/turns` (whatsray/admin/turns_api.py): token, unknown and bad
     chats, and a turn with its agent and tool call."""
-    import httpx
 
     config = story_agents(
         "configs/agents.yaml", engines_file="tests/stories/engines.yaml", engine="shop"

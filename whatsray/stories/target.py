@@ -138,6 +138,7 @@ class HttpTarget:
         self._settle = settle
         self.now = now
         self._advance = advance
+        self.last_sent: dict[str, str] = {}  # user -> the wamid of their latest message
 
     @property
     def can_advance(self) -> bool:
@@ -151,6 +152,17 @@ class HttpTarget:
         response = await self.emulator.post("/emulator/inbound", json=body)
         if response.status_code != 200:
             raise TargetError(f"the emulator refused the message: {response.text[:300]}")
+        self.last_sent[user] = str(response.json()["wamid"])
+
+    async def stored(self, user: str, wamid: str) -> bool:
+        """Whether the platform stored the user's message `wamid` (among the chat's latest)."""
+        chat = quote(self.chat(user), safe="")
+        response = await self.admin.get(f"/api/messages/{chat}", params={"limit": 50})
+        if response.status_code == 404:
+            return False
+        if response.status_code != 200:
+            raise TargetError(f"GET /api/messages/...: {response.status_code} {response.text}")
+        return any(m["id"] == wamid for m in response.json()["messages"])
 
     async def upload_media(self, mime_type: str, text: str, filename: str | None) -> str:
         body = {"mime_type": mime_type, "text": text, "filename": filename}
@@ -236,17 +248,23 @@ async def poll_quiet(
     within_s: float = 120.0,
     poll_s: float = 0.1,
 ) -> None:
-    """Quiet, seen from outside (`--url`): the emulator has no webhook pending, no message of the
-    user is unsettled (`unanswered`, unless the chat is handed off), and the bot's messages to
-    the user did not change for `settle_s`. A `TargetError` after `within_s`."""
+    """Quiet, seen from outside (`--url`): the emulator has no webhook pending, the platform has
+    stored the user's latest message (it may sit in the inbox a while after the webhook was
+    accepted), no message of the user is unsettled (`unanswered`, unless the chat is handed
+    off), and the bot's messages to the user did not change for `settle_s`. A `TargetError`
+    after `within_s`."""
     deadline = time.monotonic() + within_s
     last: tuple[int, int] | None = None
     calm_since = time.monotonic()
+    latest = target.last_sent.get(user)
     while True:
         pending = await target.emulator.get("/emulator/webhooks/pending")
         pending.raise_for_status()
+        if latest is not None and await target.stored(user, latest):
+            latest = None  # stored once is enough: it stays
         view = await target.chat_view(user)
         unanswered = 0 if view is None or view.handoff else view.unanswered
+        unanswered += latest is not None
         sent = len(await target.bot_messages(user))
         seen = (sent, int(pending.json().get("pending", 0)) + unanswered)
         now = time.monotonic()
