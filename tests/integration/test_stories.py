@@ -348,7 +348,6 @@ def test_the_smollm2_stories_pass_on_the_bundled_model(
 ) -> None:
     """The real model path (llama.cpp, the bundled SmolLM2-135M, as tests/integration/
     test_llm_llamacpp.py loads it): routing by rule, and a reply came."""
-    pytest.importorskip("llama_cpp", reason="the local-llm extra (CI installs it)")
     code, out, _ = run_cli(["tests/stories/smollm2"], capsys)
     assert code == 0, out
     assert out.splitlines()[-1].startswith("3 stories: 3 passed")
