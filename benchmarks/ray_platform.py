@@ -25,6 +25,7 @@ from typing import Any
 import httpx
 
 from tests.support.servers import free_port
+from whatsray.cli.local import LOCAL_DRAIN_S
 from whatsray.inbox import EmbeddedValkey
 from whatsray.whatsapp.emulator import DEFAULT_PHONE_NUMBER_ID
 
@@ -93,6 +94,8 @@ def _env_for_ray(haproxy: bool) -> None:
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     for name in ("RAY_SERVE_ENABLE_HA_PROXY", "RAY_SERVE_THROUGHPUT_OPTIMIZED"):
         os.environ[name] = "1" if haproxy else "0"
+    # One node, no outside load balancer to drain: stop the ingress at once, as local mode does.
+    os.environ.setdefault("RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S", str(LOCAL_DRAIN_S))
 
 
 @contextmanager

@@ -51,7 +51,7 @@ NUMBER = re.compile(r"^-?[\d,]+(\.\d+)?$")
 
 
 def test_ingest_benchmark_prints_the_platform_beside_the_baseline() -> None:
-    # The Python driver: CI machines need not have wrk. Serve's shutdown alone takes 30 s.
+    # The Python driver: CI machines need not have wrk.
     args = ("--seconds", "0.5", "--concurrency", "2", "--driver", "python", "--max-rate", "2000")
     rows = _run("ingest.py", *args, timeout=300)
     assert [_cells(row)[:2] for row in rows] == [

@@ -30,6 +30,7 @@ from whatsray.settings import Settings, SettingsError, load_settings, resolve_lo
 
 SERVE_CONFIG = Path("configs/local.yaml")
 READY_TIMEOUT_S = 300.0  # a first start loads the model and builds every actor on 2 cores
+LOCAL_DRAIN_S = 2  # a stopping ingress replica's drain on one node (Serve's default: 30 s)
 # `serve run` starts Ray only when nobody has, and has no option for Ray's metrics export port:
 # start Ray first, with the port pinned (the scrape URL of the banner), then hand over.
 _SERVE_RUN = (
@@ -137,6 +138,10 @@ def _environment(settings: Settings) -> dict[str, str]:
         # (docs/architecture.md, section 2, "Serve settings").
         env.setdefault("RAY_SERVE_ENABLE_HA_PROXY", "1")
         env.setdefault("RAY_SERVE_THROUGHPUT_OPTIMIZED", "1")
+        # With HAProxy, Serve keeps a stopping ingress replica up for at least 30 s, time for an
+        # outside load balancer to stop sending to it. One node has none: Ctrl-C (and a
+        # redeploy) would wait half a minute for nothing (docs/architecture.md, "Serve settings").
+        env.setdefault("RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S", str(LOCAL_DRAIN_S))
     else:
         print("whatsray local: no HAProxy binary found, using Serve's Python proxy", flush=True)
     return env
